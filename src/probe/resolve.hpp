@@ -34,6 +34,11 @@ struct Site {
     std::optional<elf::SdtMarker> marker;  // Sdt locations
 };
 
+// Whether any argument names DWARF variables ($params, $vars, `req->len`).
+// Function-entry probes with such arguments are placed after the
+// prologue, where -O0 code has stored the parameters in their homes.
+bool uses_dwarf_names(const ProbeSpec& spec);
+
 class Resolver {
 public:
     Resolver();

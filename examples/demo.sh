@@ -1,0 +1,16 @@
+#!/bin/sh
+# The README's demo: what uprobe sees in the bundled example, then a trace.
+# Usage: examples/demo.sh BUILD_DIR
+set -eu
+build=${1:-build/dev}
+uprobe=$build/uprobe
+shop=$build/examples/shop
+
+show() {
+  printf '\n$ %s\n' "$*" | sed "s|$build/||g"
+  "$@"
+}
+
+show "$uprobe" list -x "$shop" 'p*'
+show "$uprobe" list -x "$shop" --sdt
+show "$uprobe" trace 'price order=%di unit_cents=%si' -- "$shop"

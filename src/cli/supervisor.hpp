@@ -1,0 +1,20 @@
+// The supervising process that makes `kill -9 uprobe` harmless.
+//
+// A ptrace tracer that dies while a thread sits in a breakpoint stop leaves
+// that thread to be killed by the SIGTRAP it was stopped for (the kernel
+// detaches it with the signal still pending), and leaves int3 bytes that
+// the next hit turns into a crash. So the process the user sees and signals
+// is only a supervisor: the tracing happens in its child, which the kernel
+// sends SIGTERM when the supervisor dies (PR_SET_PDEATHSIG) and which then
+// detaches cleanly like on Ctrl-C.
+#pragma once
+
+namespace uprobe::cli {
+
+// Forks. Returns in the child (the tracer), which gets SIGTERM if the
+// supervisor dies. The supervisor forwards SIGINT, SIGTERM, SIGHUP and
+// SIGQUIT to the child, waits for it, and exits with its status; it never
+// returns. If fork fails, returns in the calling process unsupervised.
+void run_supervised();
+
+}  // namespace uprobe::cli

@@ -1,0 +1,28 @@
+// `uprobe trace`: probes on a launched command or running processes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace uprobe::cli {
+
+struct TraceOptions {
+    std::vector<std::string> probes;   // one spec per word
+    std::vector<pid_t> pids;           // -p
+    std::vector<std::string> command;  // after --
+    std::string output;                // -o FILE, empty: stdout
+    std::string format = "text";       // text | json
+    std::string engine = "ptrace";
+    bool count = false;                // --count
+    bool follow = false;               // -f
+    bool verbose = false;              // -v
+    size_t string_max = 256;
+};
+
+// Returns the process exit code: the launched command's status, 0 after
+// tracing running processes, 1 on a runtime error, 2 on bad usage.
+int run_trace(const TraceOptions& options);
+
+}  // namespace uprobe::cli

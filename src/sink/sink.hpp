@@ -1,0 +1,35 @@
+// Outputs: where events go. A sink formats events as they arrive and may
+// print a report when tracing ends. Sinks know events and nothing of
+// engines or processes.
+#pragma once
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "uprobe/event.hpp"
+
+namespace uprobe::sink {
+
+class Sink {
+public:
+    virtual ~Sink() = default;
+    // Returns false when the output is gone (closed pipe): tracing should stop.
+    virtual bool event(const Event& e) = 0;
+    // Called once at the end with the per-probe totals.
+    virtual void finish(const std::vector<ProbeStats>& stats) { (void)stats; }
+};
+
+// One line per event, like perf script:
+//   "            comm  PID/TID     SECONDS: probe: (ADDR) name=value ..."
+std::unique_ptr<Sink> make_text_sink(FILE* out);
+// One JSON object per line; the schema is in docs/events.md.
+std::unique_ptr<Sink> make_json_sink(FILE* out);
+// No events; hits per probe at the end ("--count").
+std::unique_ptr<Sink> make_count_sink(FILE* out, bool json);
+
+// A value as text output shows it (strings quoted and escaped).
+std::string format_value(const Value& v);
+
+}  // namespace uprobe::sink

@@ -1,0 +1,4 @@
+# End-to-end tests of the uprobe command (label: integration).
+uprobe_test(cli_list_test integration SOURCES integration/cli_list_test.cpp
+  DEPS uprobe_test_support nlohmann_json::nlohmann_json)
+add_dependencies(cli_list_test uprobe cli_funcs cli_funcs_nopie cli_waiter)

@@ -1,0 +1,73 @@
+// Running programs from tests: captured output, a watchdog, no sleeps.
+//
+// Every spawned process gets a deadline; past it the whole process group is
+// killed with SIGKILL and the result says so, so a hang fails one test
+// instead of blocking CI.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace uprobe::test {
+
+struct RunOptions {
+    std::chrono::seconds timeout{60};
+    std::map<std::string, std::string> env;  // added to (or replacing) ours
+    std::optional<uid_t> uid;                // run as this user (tests as root)
+    std::optional<gid_t> gid;
+    std::string stdin_text;
+};
+
+struct RunResult {
+    int status = -1;       // exit code, 128+signal, or -1 when the watchdog fired
+    bool timed_out = false;
+    std::string out, err;
+    std::string describe() const;  // for assertion messages
+};
+
+// Runs argv[0] (PATH searched) and waits for it.
+RunResult run(const std::vector<std::string>& argv, const RunOptions& options = {});
+
+// A process started in the background, killed (with its process group) on
+// destruction if still running.
+class Background {
+public:
+    Background(const std::vector<std::string>& argv, const RunOptions& options = {});
+    ~Background();
+    Background(const Background&) = delete;
+    Background& operator=(const Background&) = delete;
+
+    pid_t pid() const { return pid_; }
+    // Reads stdout until a line equal to `line` has been seen (or EOF or
+    // the deadline); returns whether it was seen. Lines read are kept.
+    bool wait_for_line(const std::string& line, std::chrono::seconds timeout = std::chrono::seconds(30));
+    // Waits for exit (the watchdog applies) and returns everything captured.
+    RunResult wait();
+    void signal(int sig);
+
+private:
+    pid_t pid_ = -1;
+    int out_fd_ = -1, err_fd_ = -1;
+    std::chrono::steady_clock::time_point deadline_;
+    std::string out_, err_;
+    size_t scanned_ = 0;
+    bool reaped_ = false;
+    RunResult result_;
+};
+
+// Paths of our own build: the uprobe binary and a test target program.
+std::string uprobe_path();
+std::string target_path(const std::string& name);
+
+// `text` split into lines, without the newlines.
+std::vector<std::string> lines_of(const std::string& text);
+
+// An unprivileged account for no-root tests ("nobody" when it exists).
+std::optional<std::pair<uid_t, gid_t>> unprivileged_user();
+
+}  // namespace uprobe::test
