@@ -134,6 +134,13 @@ bool Background::wait_for_line(const std::string& line, std::chrono::seconds tim
     return seen;
 }
 
+bool Background::wait_for_text(const std::string& text, std::chrono::seconds timeout) {
+    auto deadline = std::min(deadline_, std::chrono::steady_clock::now() + timeout);
+    auto seen = [&] { return out_.find(text) != std::string::npos; };
+    pump(out_fd_, err_fd_, out_, err_, deadline, seen);
+    return seen();
+}
+
 RunResult Background::wait() {
     if (reaped_) return result_;
     result_.timed_out = !pump(out_fd_, err_fd_, out_, err_, deadline_, [] { return false; });

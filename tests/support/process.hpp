@@ -46,6 +46,10 @@ public:
     // Reads stdout until a line equal to `line` has been seen (or EOF or
     // the deadline); returns whether it was seen. Lines read are kept.
     bool wait_for_line(const std::string& line, std::chrono::seconds timeout = std::chrono::seconds(30));
+    // Reads stdout until it contains `text` (or EOF or the deadline).
+    bool wait_for_text(const std::string& text, std::chrono::seconds timeout = std::chrono::seconds(30));
+    // Everything read from stdout so far.
+    const std::string& out() const { return out_; }
     // Waits for exit (the watchdog applies) and returns everything captured.
     RunResult wait();
     void signal(int sig);

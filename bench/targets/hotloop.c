@@ -1,0 +1,27 @@
+// The traced program of the per-hit benchmarks: calls one probe site N
+// times and times its own loop, so start-up and attach are excluded.
+// Usage: hotloop push|lea N   ->  prints "ns_per_call=X sum=S"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+long site_push(long a, long b);
+long site_lea(long a, long b);
+
+int main(int argc, char** argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: hotloop push|lea N\n");
+        return 2;
+    }
+    long (*site)(long, long) = strcmp(argv[1], "lea") == 0 ? site_lea : site_push;
+    long n = atol(argv[2]);
+    long sum = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < n; i++) sum += site(i, 1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
+    printf("ns_per_call=%.1f sum=%ld\n", ns / n, sum);
+    return 0;
+}
