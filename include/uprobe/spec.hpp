@@ -115,9 +115,9 @@ struct SpecError {
     std::string render() const;
 };
 
-// Parses one probe. `args` are the words after the location when the probe
-// is given as several words; a single word may also hold them separated by
-// spaces ("f x=%di").
+// Parses one probe: the location and its arguments separated by spaces
+// ("f x=%di"). A probe given as several command-line words is joined with
+// single spaces first. Exactly one of `spec` and `error` is set.
 struct ParsedSpec {
     std::optional<ProbeSpec> spec;
     std::optional<SpecError> error;

@@ -34,6 +34,10 @@ void run_supervised() {
         return;
     }
     if (child == 0) {
+        // A group of its own, so that a signal for the user's job (a
+        // terminal's, or `timeout -s KILL`'s) reaches the supervisor, which
+        // forwards what can be handled, and never SIGKILLs the tracer.
+        ::setpgid(0, 0);
         ::prctl(PR_SET_PDEATHSIG, SIGTERM);
         // The supervisor may have died before prctl took effect.
         if (::getppid() != parent) ::raise(SIGTERM);
@@ -42,6 +46,7 @@ void run_supervised() {
         return;
     }
 
+    ::setpgid(child, child);  // also here: whichever runs first wins the race
     g_child = child;
     struct sigaction sa {};
     sa.sa_handler = forward;

@@ -6,7 +6,11 @@
 // the next hit turns into a crash. So the process the user sees and signals
 // is only a supervisor: the tracing happens in its child, which the kernel
 // sends SIGTERM when the supervisor dies (PR_SET_PDEATHSIG) and which then
-// detaches cleanly like on Ctrl-C.
+// detaches cleanly like on Ctrl-C. The tracer runs in a process group of
+// its own so that signals for the whole job (a terminal's Ctrl-C, `timeout
+// -s KILL`, `kill -9 -PGID`) reach only the supervisor and, through it, the
+// tracer as a signal it can handle. The launched command stays in the
+// user's job: see TraceRequest::process_group.
 #pragma once
 
 namespace uprobe::cli {

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -90,6 +92,7 @@ int run_trace(const TraceOptions& options) {
     else if (options.format == "json") output = sink::make_json_sink(out);
     else output = sink::make_text_sink(out);
 
+    request.process_group = ::getpgrp();
     run_supervised();
 
     auto engine = engine::make_ptrace_engine();

@@ -1,0 +1,98 @@
+// Fetch programs: an ArgSpec compiled for one probe site into a flat,
+// position-independent description of how to get the value from a stopped
+// thread's registers and memory.
+//
+// The compiled form (FetchProgram) is a POD of fixed size with no pointers
+// or heap data, so it can be copied into memory shared with an in-process
+// agent later; names and display types stay beside it in the caller.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "probe/resolve.hpp"
+#include "uprobe/event.hpp"
+#include "uprobe/result.hpp"
+#include "uprobe/spec.hpp"
+
+namespace uprobe::probe {
+
+enum class FetchOp : uint8_t {
+    LoadRegister,  // acc = regs[slot] (general purpose, as uint64_t[] of user_regs_struct)
+    LoadXmm,       // acc = low 64 bits of xmm[slot] (needs the FP registers)
+    LoadConst,     // acc = imm
+    AddRegister,   // acc += regs[slot] * scale
+    AddConst,      // acc += imm
+    Deref,         // acc = *(uint<size*8>*)acc, zero-extended
+};
+
+struct FetchStep {
+    FetchOp op = FetchOp::LoadConst;
+    uint8_t slot = 0;
+    uint8_t size = 8;   // Deref: bytes to read (1, 2, 4, 8)
+    uint8_t scale = 1;  // AddRegister
+    int64_t imm = 0;
+};
+
+enum class FetchFormat : uint8_t { Unsigned, Signed, Hex, Float, String, Comm, Pid, Tid };
+
+struct FetchProgram {
+    static constexpr size_t kMaxSteps = 12;
+    FetchStep steps[kMaxSteps];
+    uint8_t step_count = 0;
+    FetchFormat format = FetchFormat::Unsigned;
+    uint8_t value_size = 8;  // bytes of the value the steps produce (truncation)
+    bool needs_fpregs = false;
+};
+static_assert(std::is_trivially_copyable_v<FetchProgram>);
+
+// What compiling needs to know about the site and the process.
+struct CompileContext {
+    const Site* site = nullptr;  // the marker's operands for $argN at SDT sites
+    uint64_t load_bias = 0;      // runtime address - link-time address of the object
+    // Link-time address of a data symbol of the object, for @SYMBOL.
+    std::function<Result<uint64_t>(const std::string&)> symbol_address;
+};
+
+// Compiles one argument. Errors are one line naming the argument
+// ("arg 'x': unknown register 'foo' (valid: ...)").
+Result<FetchProgram> compile_fetch(const ArgSpec& arg, const CompileContext& context);
+
+// Reads target memory; returns how many leading bytes it could read.
+class MemoryReader {
+public:
+    virtual ~MemoryReader() = default;
+    virtual size_t read(uint64_t address, void* out, size_t size) = 0;
+};
+
+// process_vm_readv of one process; pages it cannot read end the read.
+class ProcessMemoryReader final : public MemoryReader {
+public:
+    explicit ProcessMemoryReader(pid_t pid) : pid_(pid) {}
+    size_t read(uint64_t address, void* out, size_t size) override;
+
+private:
+    pid_t pid_;
+};
+
+struct FetchContext {
+    pid_t pid = 0;
+    pid_t tid = 0;
+    std::string_view comm;
+    const user_fpregs_struct* fpregs = nullptr;  // required when needs_fpregs
+    size_t string_max = 256;
+};
+
+// Never fails as a whole: a value that cannot be read becomes
+// Value::make_error("bad address 0x...").
+Value evaluate(const FetchProgram& program, const user_regs_struct& regs, MemoryReader& memory,
+               const FetchContext& context);
+
+}  // namespace uprobe::probe

@@ -1,0 +1,517 @@
+// The ptrace engine end to end, through its C++ API: launched and attached
+// targets whose results are known by construction.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <map>
+#include <set>
+#include <thread>
+
+#include "engine_support.hpp"
+
+namespace uprobe::engine::test {
+namespace {
+
+TEST(EngineTrace, EntryProbeWithTwoArgumentsOnLaunchedProgram) {
+    auto r = launch({"add_pair a=$arg1 b=$arg2"}, {target("engine_args")});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced({target("engine_args")}));
+    ASSERT_EQ(r.events.size(), 1000u);
+    for (uint64_t i = 0; i < 1000; ++i) {
+        const Event& e = r.events[i];
+        ASSERT_EQ(e.args.size(), 2u);
+        EXPECT_EQ(e.args[0].name, "a");
+        EXPECT_EQ(e.args[0].value.u, i);
+        EXPECT_EQ(e.args[1].value.u, 2 * i);
+        EXPECT_EQ(e.pid, r.processes.at(0));
+        EXPECT_EQ(e.tid, e.pid);
+        EXPECT_EQ(e.addr, r.events[0].addr);
+        EXPECT_EQ(e.comm, "engine_args");
+    }
+    ASSERT_EQ(r.stats.size(), 1u);
+    EXPECT_EQ(r.stats[0].hits, 1000u);
+    EXPECT_EQ(r.stats[0].sites, 1u);
+}
+
+TEST(EngineTrace, StringSignedAndSymbolFetches) {
+    auto r = launch({"tag s=$arg1:string n=$arg2:s32 g=@engine_global:x64 pid=$pid"}, {target("engine_args"), "3"});
+    ASSERT_EQ(r.error, "");
+    ASSERT_EQ(r.events.size(), 3u);
+    const char* words[] = {"alpha", "beta", "gamma"};
+    for (int i = 0; i < 3; ++i) {
+        const auto& args = r.events[static_cast<size_t>(i)].args;
+        ASSERT_EQ(args.size(), 4u);
+        EXPECT_EQ(args[0].value.kind, Value::Kind::String);
+        EXPECT_EQ(args[0].value.text, words[i]);
+        EXPECT_FALSE(args[0].value.truncated);
+        EXPECT_EQ(args[1].value.kind, Value::Kind::Signed);
+        EXPECT_EQ(args[1].value.i, i + 1);
+        EXPECT_EQ(args[2].value.kind, Value::Kind::Hex);
+        EXPECT_EQ(args[2].value.u, 0x1234abcdu);
+        EXPECT_EQ(args[3].value.i, r.processes.at(0));
+    }
+}
+
+TEST(EngineTrace, BadPointerGivesAnErrorValueNotAFailedEvent) {
+    // $arg2 of add_pair is 2*i: as a pointer it is unmapped for small i.
+    auto r = launch({"add_pair v=+0($arg2):u64"}, {target("engine_args"), "2"});
+    ASSERT_EQ(r.error, "");
+    ASSERT_EQ(r.events.size(), 2u);
+    EXPECT_EQ(r.events[1].args[0].value.kind, Value::Kind::Error);
+    EXPECT_EQ(r.events[1].args[0].value.text, "bad address 0x2");
+}
+
+TEST(EngineTrace, HardInstructionsRunOutOfLine) {
+    const std::string bin = target("engine_insns");
+    auto offset = [&](const char* label, const char* function) {
+        return std::to_string(nm_address(bin, label) - nm_address(bin, function));
+    };
+    std::vector<std::string> probes = {
+        "riprel_load", "riprel_store", "call_rel", "jmp_rel",
+        "jcc=jcc_fn+" + offset("jcc_fn_site", "jcc_fn"),
+        "jcc_target=jcc_fn+" + offset("jcc_fn_target", "jcc_fn"),
+        "loop=loop_fn+" + offset("loop_fn_site", "loop_fn"),
+        "ret_fn", "push_rip",
+        "movsb=rep_movsb_fn+" + offset("rep_movsb_site", "rep_movsb_fn"),
+        "syscall=syscall_getpid+" + offset("syscall_site", "syscall_getpid"),
+        "cpuid=cpuid_fn+" + offset("cpuid_site", "cpuid_fn"),
+    };
+    auto r = launch(probes, {bin});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced({bin}));
+    std::map<std::string, int> hits;
+    for (const auto& e : r.events) hits[e.probe]++;
+    // main calls riprel_load twice per round, jcc_fn twice (one taken), and
+    // loop_fn(10) runs its loop instruction 10 times; 3 rounds.
+    std::map<std::string, int> expected = {
+        {"riprel_load", 6}, {"riprel_store", 3}, {"call_rel", 3}, {"jmp_rel", 3}, {"jcc", 6},
+        {"jcc_target", 3},  {"loop", 30},        {"ret_fn", 3},   {"push_rip", 3}, {"movsb", 3},
+        {"syscall", 3},     {"cpuid", 3},
+    };
+    EXPECT_EQ(hits, expected);
+}
+
+TEST(EngineTrace, EightThreadsExactCounts) {
+    auto r = launch({"hit i=$arg1"}, {target("engine_threads"), "20000"});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced({target("engine_threads"), "20000"}));
+    std::map<uint64_t, int> by_arg;
+    std::map<pid_t, int> by_tid;
+    std::map<pid_t, std::set<uint64_t>> args_of_tid;
+    for (const auto& e : r.events) {
+        by_arg[e.args.at(0).value.u]++;
+        by_tid[e.tid]++;
+        args_of_tid[e.tid].insert(e.args[0].value.u);
+    }
+    EXPECT_EQ(r.events.size(), 8u * 20000u);
+    ASSERT_EQ(by_arg.size(), 8u);
+    for (auto& [arg, count] : by_arg) EXPECT_EQ(count, 20000) << "arg " << arg;
+    ASSERT_EQ(by_tid.size(), 8u);
+    for (auto& [tid, count] : by_tid) {
+        EXPECT_EQ(count, 20000) << "tid " << tid;
+        EXPECT_EQ(args_of_tid[tid].size(), 1u);
+    }
+}
+
+TEST(EngineTrace, ForkWithoutFollowLeavesTheChildUntracedAndUnharmed) {
+    auto r = launch({"work w=$arg1"}, {target("engine_fork")});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced({target("engine_fork")}));
+    std::map<uint64_t, int> by_arg;
+    for (const auto& e : r.events) {
+        by_arg[e.args.at(0).value.u]++;
+        EXPECT_EQ(e.pid, r.processes.at(0));
+    }
+    EXPECT_EQ(by_arg, (std::map<uint64_t, int>{{1, 100}, {3, 100}}));
+    EXPECT_EQ(r.processes.size(), 1u);
+}
+
+TEST(EngineTrace, ForkWithFollowTracesBoth) {
+    auto r = launch({"work w=$arg1"}, {target("engine_fork")}, true);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced({target("engine_fork")}));
+    ASSERT_EQ(r.processes.size(), 2u);
+    std::map<uint64_t, int> by_arg;
+    for (const auto& e : r.events) {
+        by_arg[e.args.at(0).value.u]++;
+        EXPECT_EQ(e.pid, e.args[0].value.u == 2 ? r.processes[1] : r.processes[0]);
+    }
+    EXPECT_EQ(by_arg, (std::map<uint64_t, int>{{1, 100}, {2, 100}, {3, 100}}));
+}
+
+TEST(EngineTrace, VforkChildrenWithoutFollowRunUnharmedAndSilent) {
+    auto r = launch({"work w=$arg1"}, {target("engine_spawn")});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, "spawned sum 33\n");
+    std::map<uint64_t, int> by_arg;
+    for (const auto& e : r.events) by_arg[e.args.at(0).value.u]++;
+    EXPECT_EQ(by_arg, (std::map<uint64_t, int>{{1, 1}, {2, 1}}));
+}
+
+TEST(EngineTrace, VforkChildrenWithFollowAreTracedThroughExec) {
+    auto r = launch({"work w=$arg1"}, {target("engine_spawn")}, true);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, "spawned sum 33\n");
+    std::map<uint64_t, int> by_arg;
+    std::set<pid_t> child_pids;
+    for (const auto& e : r.events) {
+        by_arg[e.args.at(0).value.u]++;
+        if (e.args[0].value.u == 5) child_pids.insert(e.pid);
+    }
+    EXPECT_EQ(by_arg, (std::map<uint64_t, int>{{1, 1}, {2, 1}, {5, 3}}));
+    EXPECT_EQ(child_pids.size(), 3u);
+    EXPECT_EQ(r.processes.size(), 4u);
+}
+
+TEST(EngineTrace, ExecReResolvesProbesInTheNewImage) {
+    auto r = launch({"work w=$arg1"}, {target("engine_exec")});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced({target("engine_exec")}));
+    std::map<uint64_t, int> by_arg;
+    for (const auto& e : r.events) by_arg[e.args.at(0).value.u]++;
+    EXPECT_EQ(by_arg, (std::map<uint64_t, int>{{7, 10}, {8, 10}}));
+}
+
+TEST(EngineTrace, PendingProbeOnDlopenedLibrary) {
+    const std::string lib = std::string(UPROBE_BINARY_DIR) + "/tests/targets/libengine_plugin.so";
+    auto r = launch({lib + ":plugin_fn x=$arg1:s32"}, {target("engine_dlopen"), lib});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced({target("engine_dlopen"), lib}));
+    ASSERT_EQ(r.events.size(), 50u);
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(r.events[static_cast<size_t>(i)].args.at(0).value.i, i);
+}
+
+TEST(EngineTrace, LibcProbeAtLaunch) {
+    auto r = launch({"libc:getpid"}, {target("engine_insns")});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    // engine_insns calls getpid() once per round (its own syscall aside).
+    EXPECT_EQ(r.events.size(), 3u);
+}
+
+// Starts a target with stdin and stdout on pipes and waits for "ready".
+struct Child {
+    pid_t pid = -1;
+    int out = -1, in = -1;
+    explicit Child(const std::string& name, std::vector<std::string> args = {}) {
+        int to_child[2], from_child[2];
+        EXPECT_EQ(::pipe(to_child), 0);
+        EXPECT_EQ(::pipe(from_child), 0);
+        pid = ::fork();
+        if (pid == 0) {
+            ::dup2(to_child[0], 0);
+            ::dup2(from_child[1], 1);
+            ::close(to_child[1]);
+            ::close(from_child[0]);
+            std::string path = target(name);
+            std::vector<char*> argv = {path.data()};
+            for (auto& a : args) argv.push_back(a.data());
+            argv.push_back(nullptr);
+            ::execv(path.c_str(), argv.data());
+            ::_exit(127);
+        }
+        ::close(to_child[0]);
+        ::close(from_child[1]);
+        in = to_child[1];
+        out = from_child[0];
+        EXPECT_EQ(read_line(), "ready");
+    }
+    std::string read_line() {
+        std::string line;
+        char c;
+        while (::read(out, &c, 1) == 1 && c != '\n') line += c;
+        return line;
+    }
+    void write_line(const std::string& line) {
+        std::string text = line + "\n";
+        EXPECT_EQ(::write(in, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+    }
+    // Reaps the child; true when it exited with status 0.
+    bool exited_cleanly() {
+        int wstatus = 0;
+        pid_t got = ::waitpid(pid, &wstatus, 0);
+        pid = -1;
+        return got > 0 && WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
+    }
+    ~Child() {
+        if (pid > 0) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+        ::close(out);
+        ::close(in);
+    }
+};
+
+TEST(EngineTrace, AttachThenDetachWhileRunningAtFullSpeed) {
+    Child spin("engine_spin");
+    auto engine = make_ptrace_engine();
+    Watchdog watchdog(*engine);
+    watchdog.watch(spin.pid);
+    Collector collector;
+    collector.after_event = [&](const Event&) {
+        if (collector.events.size() == 5000) engine->stop();
+    };
+    TraceRequest request;
+    request.probes.push_back(spec("tick i=$arg1"));
+    request.attach_pids = {spin.pid};
+    auto started = engine->start(request, collector);
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    auto status = engine->run();
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    EXPECT_EQ(*status, 0);
+    ASSERT_GE(collector.events.size(), 5000u);
+    // Consecutive hits of one thread see consecutive i.
+    for (size_t k = 1; k < 5000; ++k)
+        EXPECT_EQ(collector.events[k].args[0].value.u, collector.events[k - 1].args[0].value.u + 1);
+    // Detached: it runs on, handles its signal normally and is correct.
+    ::kill(spin.pid, SIGUSR1);
+    EXPECT_EQ(spin.read_line(), "ok 1");
+    EXPECT_TRUE(spin.exited_cleanly());
+}
+
+TEST(EngineTrace, AttachToEveryThreadAndDetachMidFlight) {
+    Child spin("engine_spin", {"4"});
+    auto engine = make_ptrace_engine();
+    Watchdog watchdog(*engine);
+    watchdog.watch(spin.pid);
+    Collector collector;
+    collector.after_event = [&](const Event&) {
+        if (collector.events.size() == 40000) engine->stop();
+    };
+    TraceRequest request;
+    request.probes.push_back(spec("tick i=$arg1"));
+    request.attach_pids = {spin.pid};
+    auto started = engine->start(request, collector);
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    auto status = engine->run();
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    std::map<pid_t, uint64_t> last_i;
+    for (const auto& e : collector.events) {
+        auto it = last_i.find(e.tid);
+        if (it != last_i.end()) {
+            EXPECT_EQ(e.args.at(0).value.u, it->second + 1) << "tid " << e.tid;
+        }
+        last_i[e.tid] = e.args[0].value.u;
+    }
+    EXPECT_EQ(last_i.size(), 5u);  // main + 4 threads, all attached
+    ::kill(spin.pid, SIGUSR1);
+    EXPECT_EQ(spin.read_line(), "ok 1");
+    EXPECT_TRUE(spin.exited_cleanly());
+}
+
+TEST(EngineTrace, StopFromAnotherThreadWhileTheTargetIsIdle) {
+    Child idle("engine_idle");
+    auto engine = make_ptrace_engine();
+    Watchdog watchdog(*engine);
+    watchdog.watch(idle.pid);
+    Collector collector;
+    TraceRequest request;
+    request.probes.push_back(spec("echo_len n=$arg1"));
+    request.attach_pids = {idle.pid};
+    auto started = engine->start(request, collector);
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    // The target blocks in read(); stop() comes from elsewhere, before or
+    // while run() waits: either way run() must return.
+    std::thread stopper([&] { engine->stop(); });
+    auto status = engine->run();
+    stopper.join();
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    EXPECT_TRUE(collector.events.empty());
+    idle.write_line("hello");
+    EXPECT_EQ(idle.read_line(), "got hello 5");
+    EXPECT_TRUE(idle.exited_cleanly());
+}
+
+TEST(EngineTrace, AttachedProbeSeesTheHitAfterIdle) {
+    Child idle("engine_idle");
+    auto engine = make_ptrace_engine();
+    Watchdog watchdog(*engine);
+    watchdog.watch(idle.pid);
+    Collector collector;
+    TraceRequest request;
+    request.probes.push_back(spec("echo_len n=$arg1"));
+    request.attach_pids = {idle.pid};
+    auto started = engine->start(request, collector);
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    idle.write_line("four");
+    auto status = engine->run();  // returns when the target exits
+    idle.pid = -1;                // and has reaped it (we are its parent)
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    EXPECT_EQ(*status, 0);
+    ASSERT_EQ(collector.events.size(), 1u);
+    EXPECT_EQ(collector.events[0].args.at(0).value.u, 4u);
+    EXPECT_EQ(idle.read_line(), "got four 4");
+}
+
+TEST(EngineTrace, AttachedPendingProbeFiresAfterDlopen) {
+    const std::string lib = std::string(UPROBE_BINARY_DIR) + "/tests/targets/libengine_plugin.so";
+    Child child("engine_dlopen", {lib, "wait"});
+    auto engine = make_ptrace_engine();
+    Watchdog watchdog(*engine);
+    watchdog.watch(child.pid);
+    Collector collector;
+    TraceRequest request;
+    request.probes.push_back(spec(lib + ":plugin_fn x=$arg1:s32"));
+    request.attach_pids = {child.pid};
+    auto started = engine->start(request, collector);
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    child.write_line("go");
+    auto status = engine->run();
+    child.pid = -1;  // exited and reaped by the engine's waitpid
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    ASSERT_EQ(collector.events.size(), 50u);
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(collector.events[static_cast<size_t>(i)].args.at(0).value.i, i);
+    EXPECT_EQ(child.read_line(), "plugin sum 3675");
+}
+
+TEST(EngineTrace, ProgramSignalsAndItsOwnInt3PassThrough) {
+    auto r = launch({"step i=$arg1"}, {target("engine_signals")});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, "traps 6 usr1 3 sum 3\n");
+    EXPECT_EQ(r.output, run_untraced({target("engine_signals")}));
+    EXPECT_EQ(r.events.size(), 3u);
+}
+
+TEST(EngineTrace, SdtMarkersWithArgumentsAndSemaphore) {
+    EXPECT_EQ(run_untraced({target("engine_sdt")}), "gated 0\n");
+    auto r = launch({"sdt:engine:plain a=$arg1 b=$arg2", "sdt:engine:gated g=$arg1"}, {target("engine_sdt")});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, "gated 5\n");
+    std::vector<int64_t> plain_a, plain_b, gated;
+    for (const auto& e : r.events) {
+        if (e.probe_id == 0) {
+            plain_a.push_back(e.args.at(0).value.i);
+            plain_b.push_back(e.args.at(1).value.i);
+            EXPECT_EQ(e.args[1].value.kind, Value::Kind::Signed);  // int: "-4@..."
+        } else {
+            gated.push_back(e.args.at(0).value.i);  // "-8@-16(%rbp)": signed long
+        }
+    }
+    EXPECT_EQ(plain_a, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+    EXPECT_EQ(plain_b, (std::vector<int64_t>{0, -1, -2, -3, -4}));
+    EXPECT_EQ(gated, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+}
+
+class EngineStopAt : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(EngineStopAt, StopDuringHeavyHitsLeavesTheTargetCorrect) {
+    const size_t stop_after = GetParam();
+    const std::vector<std::string> argv = {target("engine_threads"), "200000"};
+    auto engine = make_ptrace_engine();
+    Watchdog watchdog(*engine);
+    Collector collector;
+    collector.after_event = [&](const Event&) {
+        if (collector.events.size() == stop_after) engine->stop();
+    };
+    TraceRequest request;
+    request.probes.push_back(spec("hit i=$arg1"));
+    request.command = argv;
+    CapturedStdout capture;
+    auto started = engine->start(request, collector);
+    capture.restore();
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    pid_t pid = engine->traced_processes().at(0);
+    watchdog.watch(pid);
+    auto status = engine->run();
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    int wstatus = 0;
+    ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+    EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << wstatus;
+    EXPECT_EQ(capture.text(), run_untraced(argv));
+    EXPECT_GE(collector.events.size(), stop_after);
+}
+
+INSTANTIATE_TEST_SUITE_P(Moments, EngineStopAt, ::testing::Values(1, 777, 30000, 100003));
+
+TEST(EngineTrace, TwoProbesOnOneAddressShareTheBreakpoint) {
+    auto r = launch({"first=add_pair a=$arg1", "second=add_pair b=$arg2"}, {target("engine_args"), "10"});
+    ASSERT_EQ(r.error, "");
+    ASSERT_EQ(r.events.size(), 20u);
+    for (size_t i = 0; i < 10; ++i) {
+        EXPECT_EQ(r.events[2 * i].probe, "first");
+        EXPECT_EQ(r.events[2 * i].args.at(0).value.u, i);
+        EXPECT_EQ(r.events[2 * i + 1].probe, "second");
+        EXPECT_EQ(r.events[2 * i + 1].args.at(0).value.u, 2 * i);
+    }
+    ASSERT_EQ(r.stats.size(), 2u);
+    EXPECT_EQ(r.stats[0].hits, 10u);
+    EXPECT_EQ(r.stats[1].hits, 10u);
+}
+
+TEST(EngineTrace, KilledCommandReportsStatusAsAShellWould) {
+    auto engine = make_ptrace_engine();
+    Watchdog watchdog(*engine);
+    Collector collector;
+    TraceRequest request;
+    request.probes.push_back(spec("tick"));
+    request.command = {target("engine_spin")};
+    CapturedStdout capture;
+    auto started = engine->start(request, collector);
+    capture.restore();
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    ::kill(engine->traced_processes().at(0), SIGKILL);
+    auto status = engine->run();
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    EXPECT_EQ(*status, 128 + SIGKILL);
+}
+
+TEST(EngineErrors, NonexistentCommand) {
+    auto r = launch({"main"}, {"/nonexistent/program"});
+    EXPECT_EQ(r.error, "/nonexistent/program: no such file or directory");
+}
+
+TEST(EngineErrors, NonexistentPid) {
+    pid_t gone = ::fork();
+    if (gone == 0) ::_exit(0);
+    ::waitpid(gone, nullptr, 0);
+    auto engine = make_ptrace_engine();
+    Collector collector;
+    TraceRequest request;
+    request.probes.push_back(spec("tick"));
+    request.attach_pids = {gone};
+    auto started = engine->start(request, collector);
+    ASSERT_FALSE(started.ok());
+    EXPECT_EQ(started.error().message(), "no process with pid " + std::to_string(gone));
+}
+
+TEST(EngineErrors, UnknownFunction) {
+    auto r = launch({"no_such_function_here"}, {target("engine_args")});
+    EXPECT_NE(r.error.find("no_such_function_here"), std::string::npos) << r.error;
+    EXPECT_TRUE(r.events.empty());
+}
+
+TEST(EngineErrors, OffsetNotOnAnInstructionBoundary) {
+    // add_pair starts with push %rbp (1 byte) then mov %rsp,%rbp (3 bytes):
+    // +2 is inside the mov.
+    auto r = launch({"add_pair+2"}, {target("engine_args")});
+    EXPECT_NE(r.error, "");
+    EXPECT_NE(r.error.find("boundary"), std::string::npos) << r.error;
+}
+
+TEST(EngineErrors, ProbeOnNonExecutableAddress) {
+    char address[32];
+    std::snprintf(address, sizeof address, "0x%llx",
+                  static_cast<unsigned long long>(nm_address(target("engine_args"), "engine_global")));
+    auto r = launch({address}, {target("engine_args")});
+    EXPECT_NE(r.error.find("executable"), std::string::npos) << r.error;
+}
+
+TEST(EngineErrors, UnsupportedDwarfFetchIsAClearError) {
+    auto r = launch({"add_pair $params"}, {target("engine_args")});
+    EXPECT_NE(r.error.find("not supported yet"), std::string::npos) << r.error;
+}
+
+}  // namespace
+}  // namespace uprobe::engine::test

@@ -1,0 +1,16 @@
+# Targets of the engine tests (tests/integration/engine_*.cpp). -O0 -g, as
+enable_language(ASM)
+# the flag contract says, unless noted.
+uprobe_target(engine_args SOURCES engine_args.c OPTIONS -O0 -fno-omit-frame-pointer)
+uprobe_target(engine_threads SOURCES engine_threads.c OPTIONS -O0 LIBS Threads::Threads)
+uprobe_target(engine_fork SOURCES engine_fork.c OPTIONS -O0)
+uprobe_target(engine_exec SOURCES engine_exec.c OPTIONS -O0)
+uprobe_target(engine_dlopen SOURCES engine_dlopen.c OPTIONS -O0 LIBS ${CMAKE_DL_LIBS})
+uprobe_target(engine_spin SOURCES engine_spin.c OPTIONS -O0 LIBS Threads::Threads)
+uprobe_target(engine_insns SOURCES engine_insns.S engine_insns_main.c OPTIONS -O0)
+add_library(engine_plugin SHARED engine_plugin.c)
+target_compile_options(engine_plugin PRIVATE -O0 -g)
+uprobe_target(engine_sdt SOURCES engine_sdt.c OPTIONS -O0)
+uprobe_target(engine_signals SOURCES engine_signals.c OPTIONS -O0)
+uprobe_target(engine_idle SOURCES engine_idle.c OPTIONS -O0)
+uprobe_target(engine_spawn SOURCES engine_spawn.c OPTIONS -O0)

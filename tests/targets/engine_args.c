@@ -1,0 +1,20 @@
+// Calls add_pair(i, i * 2) for i in 0..N-1 (N = argv[1], default 1000) and
+// tag() with three known strings, then prints what it computed, so a traced
+// run's output can be compared with an untraced one byte for byte.
+#include <stdio.h>
+#include <stdlib.h>
+
+long engine_global = 0x1234abcd;
+
+__attribute__((noinline)) long add_pair(long a, long b) { return a + b; }
+
+__attribute__((noinline)) int tag(const char *text, int n) { return (int)text[0] + n; }
+
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 1000;
+    long sum = 0;
+    for (long i = 0; i < n; ++i) sum += add_pair(i, i * 2);
+    int tags = tag("alpha", 1) + tag("beta", 2) + tag("gamma", 3);
+    printf("sum %ld tags %d\n", sum, tags);
+    return 0;
+}

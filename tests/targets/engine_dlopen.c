@@ -1,0 +1,26 @@
+// dlopen()s the library named by argv[1] and calls plugin_fn(i) for i in
+// 0..49. With "wait" as argv[2] it first prints "ready" and waits for a
+// line on stdin (so a tracer can attach before the library exists in it).
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    if (argc > 2 && strcmp(argv[2], "wait") == 0) {
+        printf("ready\n");
+        fflush(stdout);
+        char line[64];
+        if (!fgets(line, sizeof line, stdin)) return 3;
+    }
+    void *lib = dlopen(argv[1], RTLD_NOW);
+    if (!lib) {
+        fprintf(stderr, "%s\n", dlerror());
+        return 1;
+    }
+    int (*fn)(int) = (int (*)(int))dlsym(lib, "plugin_fn");
+    long sum = 0;
+    for (int i = 0; i < 50; ++i) sum += fn(i);
+    printf("plugin sum %ld\n", sum);
+    return 0;
+}

@@ -1,0 +1,41 @@
+// Calls tick(i) as fast as it can, in the main thread and in argv[1] more
+// threads (default 0), until SIGUSR1; then checks every thread's own
+// bookkeeping, prints "ok 1" (or "WRONG") and exits 0 (or 1). Prints
+// "ready" once every thread runs.
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static volatile sig_atomic_t done;
+static void on_usr1(int sig) { (void)sig; done = 1; }
+
+__attribute__((noinline)) long tick(long i) { return i & 7; }
+
+static void *spin(void *arg) {
+    (void)arg;
+    long sum = 0, expected = 0;
+    for (long i = 0; !done; ++i) {
+        sum += tick(i);
+        expected += i & 7;
+    }
+    return (void *)(long)(sum == expected);
+}
+
+int main(int argc, char **argv) {
+    int threads = argc > 1 ? atoi(argv[1]) : 0;
+    if (threads > 64) threads = 64;
+    signal(SIGUSR1, on_usr1);
+    pthread_t ids[64];
+    for (int t = 0; t < threads; ++t) pthread_create(&ids[t], NULL, spin, NULL);
+    printf("ready\n");
+    fflush(stdout);
+    int good = spin(NULL) != NULL;
+    for (int t = 0; t < threads; ++t) {
+        void *result;
+        pthread_join(ids[t], &result);
+        good &= result != NULL;
+    }
+    printf("%s 1\n", good ? "ok" : "WRONG");
+    return good ? 0 : 1;
+}
