@@ -46,7 +46,9 @@ int main(int argc, char** argv) {
     auto* trace_cmd = app.add_subcommand(
         "trace", "Trace probes on a command (after --) or on running processes (-p)");
     trace_cmd->add_option("probes", trace.probes, "Probes: '[NAME=]LOCATION [ARG...]', one per word");
-    trace_cmd->add_option("-p,--pid", trace.pids, "Attach to a running process (repeatable)");
+    // One value per -p, so "-p 42 'probe'" does not read the probe as a pid.
+    trace_cmd->add_option("-p,--pid", trace.pids, "Attach to a running process (repeatable)")
+        ->allow_extra_args(false);
     trace_cmd->add_option("-o,--output", trace.output, "Write events to FILE instead of stdout");
     trace_cmd->add_option("--format", trace.format, "text (default) or json");
     trace_cmd->add_option("--engine", trace.engine, "ptrace (default)");
