@@ -22,6 +22,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 kernel_ok=0
 if [ "$(id -u)" = 0 ] && command -v perf >/dev/null; then
   mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+  perf probe -q -d 'probe_hotloop:*' >/dev/null 2>&1 || true  # left over from an interrupted run
   if perf probe -q -x "$hotloop" -a 'site_push a=%di b=%si' 2>/dev/null &&
      perf probe -q -x "$hotloop" -a 'site_lea a=%di b=%si' 2>/dev/null; then
     kernel_ok=1

@@ -55,6 +55,9 @@ int main(int argc, char** argv) {
     trace_cmd->add_flag("--count", trace.count, "Print hits per probe at exit instead of events");
     trace_cmd->add_flag("-f,--follow", trace.follow, "Follow forked children and exec");
     trace_cmd->add_flag("-v,--verbose", trace.verbose, "Say where each probe went");
+    bool no_colocate = false;
+    trace_cmd->add_flag("--no-colocate", no_colocate,
+                        "Do not run the tracer on the CPU of a single traced thread");
     trace_cmd->add_option("--string-max", trace.string_max, "Longest string read from the target (bytes)");
     trace.command = command;
 
@@ -71,5 +74,6 @@ int main(int argc, char** argv) {
         if (!command.empty()) return report_usage("list takes no command after --");
         return run_list(list);
     }
+    trace.colocate = !no_colocate;
     return run_trace(trace);
 }

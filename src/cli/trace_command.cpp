@@ -81,6 +81,7 @@ int run_trace(const TraceOptions& options) {
     request.command = options.command;
     request.follow_children = options.follow;
     request.string_max = options.string_max;
+    request.colocate = options.colocate;
 
     FILE* out = stdout;
     if (!options.output.empty()) {

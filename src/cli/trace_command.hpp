@@ -18,6 +18,7 @@ struct TraceOptions {
     bool count = false;                // --count
     bool follow = false;               // -f
     bool verbose = false;              // -v
+    bool colocate = true;              // --no-colocate clears it
     size_t string_max = 256;
 };
 

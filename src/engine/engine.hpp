@@ -27,6 +27,8 @@ struct TraceRequest {
     std::vector<std::string> command;  // launched (argv, PATH searched) when non-empty
     bool follow_children = false;      // -f: trace forked children too
     size_t string_max = 256;           // bound of a :string read, in bytes
+    bool colocate = true;              // run the event loop on the CPU of a lone
+                                       // traced thread (see the ptrace engine)
     pid_t process_group = 0;           // a launched command joins this process
                                        // group (0: the engine's own)
 };
