@@ -51,3 +51,16 @@ row "bpftrace -l 'uprobe:LIB:*'" "$funcs" bpftrace -l "uprobe:$lib:*"
 sdt=$(median_ms "$uprobe" list -x "$lib" --sdt)
 printf '%-40s %8s ms   (%d markers)\n' "uprobe list -x LIB --sdt" "$sdt" "$("$uprobe" list -x "$lib" --sdt | wc -l)"
 row "bpftrace -l 'usdt:LIB:*'" "$sdt" bpftrace -l "usdt:$lib:*"
+
+# The largest library is often marker-free; libjvm.so has hundreds.
+jvm=$(find /usr/lib/jvm -name libjvm.so -type f 2>/dev/null | head -1)
+if [ -n "$jvm" ]; then
+  echo "library with markers: $jvm"
+  funcs=$(median_ms "$uprobe" list -x "$jvm")
+  printf '%-40s %8s ms   (%d functions)\n' "uprobe list -x libjvm" "$funcs" "$("$uprobe" list -x "$jvm" | wc -l)"
+  row "perf probe -F -x libjvm" "$funcs" perf probe -F -x "$jvm"
+  row "bpftrace -l 'uprobe:libjvm:*'" "$funcs" bpftrace -l "uprobe:$jvm:*"
+  sdt=$(median_ms "$uprobe" list -x "$jvm" --sdt)
+  printf '%-40s %8s ms   (%d markers)\n' "uprobe list -x libjvm --sdt" "$sdt" "$("$uprobe" list -x "$jvm" --sdt | wc -l)"
+  row "bpftrace -l 'usdt:libjvm:*'" "$sdt" bpftrace -l "usdt:$jvm:*"
+fi

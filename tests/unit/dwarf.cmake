@@ -29,4 +29,6 @@ target_compile_definitions(dwarf_test PRIVATE
   DWARF_DATA_SRC="${dwarf_data_src}" DWARF_DATA_OUT="${dwarf_data_out}")
 # g++ 12 with -fsanitize=address warns falsely inside libstdc++'s <regex>
 # (std::function in _StateT "may be used uninitialized", GCC bug 105562).
-target_compile_options(dwarf_test PRIVATE -Wno-maybe-uninitialized)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  target_compile_options(dwarf_test PRIVATE -Wno-maybe-uninitialized)
+endif()
