@@ -181,12 +181,17 @@ Result<void> write_memory(pid_t pid, uint64_t address, const void* data, size_t 
 }
 
 std::string host_path(pid_t pid, const std::string& path) {
-    struct stat ours{}, theirs{};
-    std::string root = "/proc/" + std::to_string(pid) + "/root";
-    if (::stat("/", &ours) == 0 && ::stat(root.c_str(), &theirs) == 0 && ours.st_dev == theirs.st_dev &&
-        ours.st_ino == theirs.st_ino)
-        return path;
-    return root + path;
+    // Same root directory and same mount namespace: the path means the same
+    // file to both of us. Otherwise go through the target's root, which
+    // shows its own mounts (a container's, or a private tmpfs).
+    auto same = [&](const char* ours_path, const std::string& theirs_path) {
+        struct stat ours {}, theirs {};
+        return ::stat(ours_path, &ours) == 0 && ::stat(theirs_path.c_str(), &theirs) == 0 &&
+               ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino;
+    };
+    std::string proc_dir = "/proc/" + std::to_string(pid);
+    if (same("/", proc_dir + "/root") && same("/proc/self/ns/mnt", proc_dir + "/ns/mnt")) return path;
+    return proc_dir + "/root" + path;
 }
 
 }  // namespace uprobe::proc

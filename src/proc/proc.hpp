@@ -51,8 +51,8 @@ Result<void> read_memory(pid_t pid, uint64_t address, void* out, size_t size);
 Result<void> write_memory(pid_t pid, uint64_t address, const void* data, size_t size);
 
 // The path to open to reach `path` as process `pid` sees it: `path` itself
-// when the process shares our root directory, else /proc/PID/root/path
-// (containers, chroots).
+// when the process shares our root directory and mount namespace, else
+// /proc/PID/root/path (containers, chroots, private mounts).
 std::string host_path(pid_t pid, const std::string& path);
 
 }  // namespace uprobe::proc

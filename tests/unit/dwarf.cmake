@@ -1,6 +1,7 @@
 # DWARF layer tests. The programs under tests/unit/dwarf_data/ are compiled
-# here with explicit flags (not the project's), in every variant the tests
-# compare: -O0/-O2 x DWARF 4/5, a stripped copy, and a debug-only copy.
+# here with explicit flags (not the project's) by g++/gcc whatever compiles
+# the project (the expectations are about GCC's output), in every variant
+# the tests compare: -O0/-O2 x DWARF 4/5, a stripped copy, and a debug-only copy.
 set(dwarf_data_src ${CMAKE_CURRENT_LIST_DIR}/dwarf_data)
 set(dwarf_data_out ${CMAKE_CURRENT_BINARY_DIR}/dwarf_data)
 file(MAKE_DIRECTORY ${dwarf_data_out})
@@ -9,7 +10,7 @@ foreach(opt O0 O2)
   foreach(ver 4 5)
     set(bin ${dwarf_data_out}/prog_${opt}_dw${ver})
     add_custom_command(OUTPUT ${bin} ${bin}.debug ${bin}.stripped
-      COMMAND ${CMAKE_C_COMPILER} -g -gdwarf-${ver} -${opt} -fno-omit-frame-pointer
+      COMMAND ${UPROBE_TARGET_CC} -g -gdwarf-${ver} -${opt} -fno-omit-frame-pointer
               -o ${bin} ${dwarf_data_src}/prog.c
       COMMAND objcopy --only-keep-debug ${bin} ${bin}.debug
       COMMAND objcopy --strip-debug ${bin} ${bin}.stripped
@@ -18,7 +19,7 @@ foreach(opt O0 O2)
   endforeach()
 endforeach()
 add_custom_command(OUTPUT ${dwarf_data_out}/progxx_O0
-  COMMAND ${CMAKE_CXX_COMPILER} -g -O0 -o ${dwarf_data_out}/progxx_O0 ${dwarf_data_src}/prog.cpp
+  COMMAND ${UPROBE_TARGET_CXX} -g -O0 -o ${dwarf_data_out}/progxx_O0 ${dwarf_data_src}/prog.cpp
   DEPENDS ${dwarf_data_src}/prog.cpp VERBATIM)
 list(APPEND dwarf_data_files ${dwarf_data_out}/progxx_O0)
 add_custom_target(dwarf_test_programs DEPENDS ${dwarf_data_files})
