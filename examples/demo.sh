@@ -13,4 +13,5 @@ show() {
 
 show "$uprobe" list -x "$shop" 'p*'
 show "$uprobe" list -x "$shop" --sdt
-show "$uprobe" trace 'price order=%di unit_cents=%si' -- "$shop"
+show "$uprobe" trace 'price order=%di:x64 unit_cents=%si' -- "$shop"
+show "$uprobe" trace --format json 'sdt:shop:priced id=$arg1 item=$arg2:string total=$arg3' -- "$shop"

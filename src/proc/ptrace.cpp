@@ -1,11 +1,15 @@
 #include "proc/ptrace.hpp"
 
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "base/strings.hpp"
@@ -28,6 +32,57 @@ Result<long> request(__ptrace_request what, const char* name, pid_t tid, uint64_
 Result<void> seize(pid_t tid, unsigned options) {
     UPROBE_TRY([[maybe_unused]] long r, UPROBE_PTRACE(PTRACE_SEIZE, tid, 0, options));
     return {};
+}
+
+namespace {
+
+// The value of "Key:" in /proc/PID/status (first field), or "".
+std::string status_field(pid_t pid, const std::string& key) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);) {
+        if (line.compare(0, key.size() + 1, key + ":") != 0) continue;
+        std::istringstream fields(line.substr(key.size() + 1));
+        std::string first;
+        fields >> first;
+        return first;
+    }
+    return "";
+}
+
+std::string comm_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
+    std::string comm;
+    std::getline(in, comm);
+    return comm;
+}
+
+}  // namespace
+
+std::string explain_attach_failure(pid_t pid, const std::string& fallback) {
+    std::string who = "process " + std::to_string(pid);
+    std::string tracer = status_field(pid, "TracerPid");
+    if (!tracer.empty() && tracer != "0") {
+        return who + " is already traced by process " + tracer + " (" + comm_of(std::stoi(tracer)) +
+               "); only one tracer at a time: detach that one first";
+    }
+    std::string uid = status_field(pid, "Uid");  // real uid
+    if (!uid.empty() && ::geteuid() != 0 && static_cast<uid_t>(std::stoul(uid)) != ::geteuid()) {
+        return who + " belongs to uid " + uid + ", not to you (uid " + std::to_string(::geteuid()) +
+               "): you may trace only your own processes, unless you are root";
+    }
+    std::ifstream yama("/proc/sys/kernel/yama/ptrace_scope");
+    int scope = 0;
+    if (yama >> scope && scope > 0 && ::geteuid() != 0) {
+        return "the system's ptrace policy (kernel.yama.ptrace_scope=" + std::to_string(scope) +
+               ") forbids attaching to " + who +
+               ": launch the program under uprobe instead (uprobe trace PROBE -- COMMAND), or ask an admin";
+    }
+    struct stat st {};
+    std::string proc_dir = "/proc/" + std::to_string(pid);
+    if (::stat(proc_dir.c_str(), &st) == 0 && st.st_uid == 0 && !uid.empty() && uid != "0" && ::geteuid() != 0) {
+        return who + " is not dumpable (set-user-ID, or it called prctl(PR_SET_DUMPABLE, 0)): it cannot be traced";
+    }
+    return fallback;
 }
 
 Result<void> interrupt(pid_t tid) {

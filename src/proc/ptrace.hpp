@@ -6,6 +6,7 @@
 #include <sys/user.h>
 
 #include <cstdint>
+#include <string>
 
 #include "uprobe/result.hpp"
 
@@ -19,6 +20,10 @@ enum class Resume {
 };
 
 Result<void> seize(pid_t tid, unsigned options);
+// Why attaching to `pid` failed, and what to do, as one line: already
+// traced (by whom), another user's process, the Yama ptrace policy, a
+// non-dumpable process; `fallback` when none of these applies.
+std::string explain_attach_failure(pid_t pid, const std::string& fallback);
 Result<void> interrupt(pid_t tid);
 Result<void> resume(pid_t tid, Resume how, int signal = 0);
 Result<void> detach(pid_t tid, int signal = 0);
