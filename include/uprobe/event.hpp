@@ -46,6 +46,18 @@ struct EventArg {
     Value value;
 };
 
+// One frame of a user stack, innermost first. Functions inlined at a pc are
+// frames of their own (inlined = true), placed at their call sites.
+struct StackFrame {
+    uint64_t pc = 0;
+    std::string function;  // demangled; "" when no symbol covers pc
+    uint64_t offset = 0;   // pc - function start
+    std::string object;    // basename of the file mapped there
+    std::string file;      // source file:line when DWARF knows them
+    int line = 0;
+    bool inlined = false;
+};
+
 struct Event {
     uint32_t probe_id = 0;     // index of the probe in the session
     std::string probe;         // the probe's NAME
@@ -55,7 +67,11 @@ struct Event {
     std::string comm;          // the thread's comm
     uint64_t addr = 0;         // runtime address of the probe site
     bool is_return = false;
+    // Return events: nanoseconds from the function's entry to this return
+    // (what --latency aggregates); 0 otherwise.
+    uint64_t duration_ns = 0;
     std::vector<EventArg> args;
+    std::vector<StackFrame> stack;  // the user stack, when asked for (--stack)
 };
 
 // Per-probe totals reported at exit.

@@ -12,6 +12,7 @@
 #include "cli/report.hpp"
 #include "dwarf/debug_info.hpp"
 #include "elf/binary.hpp"
+#include "probe/dwarf_fetch.hpp"
 #include "probe/resolve.hpp"
 #include "proc/proc.hpp"
 
@@ -184,7 +185,7 @@ int list_vars(probe::Resolver& resolver, const Object& obj, const ListOptions& o
     auto* dwarf = resolver.debug_info(obj.path);
     if (!dwarf) return report_error(fmt::format("{} has no debug info: --vars needs DWARF", obj.name));
     for (const auto& site : *sites) {
-        auto vars = dwarf->variables_at(site.vaddr);
+        auto vars = dwarf->variables_at(site.vaddr, probe::dwarf_name(site.function));  // as trace sees them
         if (!vars) return report_error(vars.error().message());
         if (!o.json)
             fmt::print("{}+{} ({:#x}){}:\n", site.function, site.function_offset, site.vaddr,

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/hold_command.hpp"
 #include "cli/list_command.hpp"
 #include "cli/report.hpp"
 #include "cli/trace_command.hpp"
@@ -51,15 +52,59 @@ int main(int argc, char** argv) {
         ->allow_extra_args(false);
     trace_cmd->add_option("-o,--output", trace.output, "Write events to FILE instead of stdout");
     trace_cmd->add_option("--format", trace.format, "text (default) or json");
-    trace_cmd->add_option("--engine", trace.engine, "ptrace (default)");
-    trace_cmd->add_flag("--count", trace.count, "Print hits per probe at exit instead of events");
+    trace_cmd->add_option("--engine", trace.engine,
+                          "ptrace (default: int3, every hit stops the thread), inline (in-process agent, "
+                          "jump-patched sites), auto (inline where the agent loads, else ptrace)");
+    trace_cmd->add_flag("--count{probe}", trace.count_by,
+                        "Print hits per probe at exit instead of events (--count=pid: per probe and process)");
+    trace_cmd->add_flag("--stack{text}", trace.stack,
+                        "Add the user stack to each event (libdw's unwinder, symbolized); --stack=folded: "
+                        "only count stacks, printed at exit in flame-graph folded format");
     trace_cmd->add_flag("-f,--follow", trace.follow, "Follow forked children and exec");
     trace_cmd->add_flag("-v,--verbose", trace.verbose, "Say where each probe went");
     bool no_colocate = false;
     trace_cmd->add_flag("--no-colocate", no_colocate,
                         "Do not run the tracer on the CPU of a single traced thread");
     trace_cmd->add_option("--string-max", trace.string_max, "Longest string read from the target (bytes)");
+    trace_cmd->add_flag("--latency", trace.latency,
+                        "At exit, a log2 histogram of each function probe's durations (FUNC or FUNC%return)");
+    trace_cmd->add_option("--return-mode", trace.return_mode,
+                          "How FUNC%return finds returns: trampoline (swap the return address), insn "
+                          "(a breakpoint on every ret and tail jump), auto (default: insn for Go, "
+                          "else trampoline)")
+        ->check(CLI::IsMember({"insn", "trampoline", "auto"}));
+    trace_cmd->add_option("--if", trace.condition,
+                          "Only events where EXPR holds: comparisons (== != < <= > >=) of args, $pid, $tid, "
+                          "$comm, numbers and \"strings\" (globs), with && || ! ( )");
+    trace_cmd->add_flag("-a,--global", trace.global,
+                        "Every process that maps the probes' binaries, now and later (-p, --uid, --comm, "
+                        "--cgroup, --exe narrow it)");
+    trace_cmd->add_option("--uid", trace.uids, "--global: only processes of this real uid (repeatable)")
+        ->allow_extra_args(false);
+    trace_cmd->add_option("--comm", trace.comm, "--global: only processes whose comm matches GLOB");
+    trace_cmd->add_option("--cgroup", trace.cgroup, "--global: only processes in cgroup PATH or below");
+    trace_cmd->add_option("--exe", trace.exe, "--global: only processes running executable PATH");
     trace.command = command;
+
+    HoldOptions hold;
+    auto* hold_cmd = app.add_subcommand(
+        "hold", "Hold the first thread that hits PROBE at the probe for inspection (a prompt, or gdb with --gdb)");
+    hold_cmd->add_option("probes", hold.probes, "Probe: '[NAME=]LOCATION [ARG...]'");
+    hold_cmd->add_option("-p,--pid", hold.pids, "Attach to a running process (with --global: only this one)")
+        ->allow_extra_args(false);
+    hold_cmd->add_flag("-a,--global", hold.global, "Every process that maps the probe's binary, now and later");
+    hold_cmd->add_option("--uid", hold.uids, "--global: only processes of this real uid")->allow_extra_args(false);
+    hold_cmd->add_option("--comm", hold.comm, "--global: only processes whose comm matches GLOB");
+    hold_cmd->add_option("--cgroup", hold.cgroup, "--global: only processes in cgroup PATH or below");
+    hold_cmd->add_option("--exe", hold.exe, "--global: only processes running executable PATH");
+    hold_cmd->add_option("--if", hold.condition, "Hold only a hit where EXPR holds (as trace --if)");
+    hold_cmd->add_flag("--gdb", hold.gdb,
+                       "Take the probes out and leave the process stopped at the probe for `gdb -p PID`");
+    hold_cmd->add_option("--gdb-server", hold.gdb_server,
+                         "Serve the GDB remote protocol for the held process on [HOST:]PORT (loopback by "
+                         "default; PORT 0 picks one): gdb -ex 'target remote :PORT'");
+    hold_cmd->add_option("--string-max", hold.string_max, "Longest string read from the target (bytes)");
+    hold.command = command;
 
     try {
         app.parse(ours, argv);
@@ -74,6 +119,8 @@ int main(int argc, char** argv) {
         if (!command.empty()) return report_usage("list takes no command after --");
         return run_list(list);
     }
+    if (*hold_cmd) return run_hold(hold);
     trace.colocate = !no_colocate;
+    trace.count = !trace.count_by.empty();
     return run_trace(trace);
 }

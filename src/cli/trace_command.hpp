@@ -16,10 +16,20 @@ struct TraceOptions {
     std::string format = "text";       // text | json
     std::string engine = "ptrace";
     bool count = false;                // --count
+    std::string count_by;              // --count[=probe|pid]: "" when not counting
+    std::string stack;                 // --stack[=text|folded]: "" for no stacks
     bool follow = false;               // -f
     bool verbose = false;              // -v
     bool colocate = true;              // --no-colocate clears it
     size_t string_max = 256;
+    bool latency = false;              // --latency: duration histograms of function probes
+    std::string return_mode = "auto";  // --return-mode=insn|trampoline|auto
+    std::string condition;             // --if EXPR
+    bool global = false;               // -a/--global: -p, --uid, --comm, --cgroup,
+    std::vector<uid_t> uids;           // --exe then choose processes instead
+    std::string comm;                  // of naming them
+    std::string cgroup;
+    std::string exe;
 };
 
 // Returns the process exit code: the launched command's status, 0 after

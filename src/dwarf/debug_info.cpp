@@ -846,7 +846,7 @@ std::optional<uint64_t> DebugInfo::post_prologue(uint64_t function_entry) const 
     return best.value_or(function_entry);
 }
 
-Result<std::vector<DebugInfo::Variable>> DebugInfo::variables_at(uint64_t vaddr) const {
+Result<std::vector<DebugInfo::Variable>> DebugInfo::variables_at(uint64_t vaddr, std::string_view function) const {
     std::lock_guard lock(impl_->mu);
     UPROBE_CHECK(impl_->build_funcs());
     char hex[32];
@@ -871,7 +871,7 @@ Result<std::vector<DebugInfo::Variable>> DebugInfo::variables_at(uint64_t vaddr)
     std::vector<Variable> out;
     std::set<std::string> seen;
     std::string scope_name;
-    int last = -1;
+    int first = 0, last = -1;
     for (int i = 0; i < nscopes; ++i) {
         int tag = dwarf_tag(&scopes[i]);
         if (tag == DW_TAG_subprogram || tag == DW_TAG_inlined_subroutine) {
@@ -881,7 +881,30 @@ Result<std::vector<DebugInfo::Variable>> DebugInfo::variables_at(uint64_t vaddr)
         }
     }
     if (last < 0) return Error(std::string("no function at ") + hex + " in " + impl_->path);
-    for (int i = 0; i <= last; ++i) {
+    // dwarf_getscopes continues past an inlined instance with the scopes of
+    // its abstract definition; the function it was inlined into is found
+    // by walking the DIE tree outward from the instance instead.
+    Dwarf_Die* physical = nullptr;
+    std::unique_ptr<Dwarf_Die, decltype(&std::free)> hold_physical(nullptr, &std::free);
+    if (!function.empty() && scope_name != function && dwarf_tag(&scopes[last]) == DW_TAG_inlined_subroutine) {
+        int nphysical = dwarf_getscopes_die(&scopes[last], &physical);
+        hold_physical.reset(physical);
+        // The named function further out; its own blocks start after the
+        // function instance nested in it.
+        for (int i = 1, inner_end = 1; i < nphysical; ++i) {
+            int tag = dwarf_tag(&physical[i]);
+            if (tag != DW_TAG_subprogram && tag != DW_TAG_inlined_subroutine) continue;
+            if (attr_string(&physical[i], DW_AT_name) == function) {
+                scope_name = std::string(function);
+                scopes = physical;
+                first = inner_end;
+                last = i;
+                break;
+            }
+            inner_end = i + 1;
+        }
+    }
+    for (int i = first; i <= last; ++i) {
         Dwarf_Die child;
         int rc = dwarf_child(&scopes[i], &child);
         if (rc < 0) return impl_->corrupt(libdw_error());

@@ -157,7 +157,12 @@ public:
     // contains `vaddr`, innermost first; a name shadowed by an inner block is
     // listed once. Fails only when no function contains `vaddr` (or on
     // corrupt DWARF).
-    Result<std::vector<Variable>> variables_at(uint64_t vaddr) const;
+    // `function`, when given, picks the innermost instance of that function
+    // (by DW_AT_name) containing `vaddr` instead of the innermost function:
+    // a probe on f's entry means f's parameters, even where the compiler
+    // inlined a callee at f's first instruction. Falls back to the
+    // innermost function when none has that name.
+    Result<std::vector<Variable>> variables_at(uint64_t vaddr, std::string_view function = {}) const;
 
     // For `uprobe list --vars`: "DW_OP_fbreg -20", "reg5 (rdi)",
     // "entry_value(reg5 (rdi))", "const 3", "optimized out".

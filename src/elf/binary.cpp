@@ -27,6 +27,14 @@ namespace uprobe::elf {
 
 namespace {
 
+// Maps a whole file read-only. MAP_SHARED, not MAP_PRIVATE: the kernel's
+// uprobes put their int3 into every private mapping of a file that could be
+// made executable, even a read-only one like this, so while perf or bpftrace
+// probes the file a private mapping would show their breakpoints instead of
+// the code (and a wrong CRC). Shared mappings are left alone (valid_vma() in
+// kernel/events/uprobes.c). Returns MAP_FAILED on failure.
+void* map_file(int fd, size_t size) { return ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0); }
+
 // Decompressed MiniDebugInfo larger than this is treated as corrupt input
 // (real ones are a few MiB), so a crafted xz bomb cannot exhaust memory.
 constexpr size_t kMaxMiniDebugInfo = 256u << 20;
@@ -289,6 +297,8 @@ struct Binary::Impl {
     std::string path;
     UniqueFd fd;
     std::vector<uint8_t> bytes;  // from_bytes: owns the image
+    void* mapped = nullptr;      // open: the file, mapped by map_file()
+    size_t mapped_size = 0;
     Elf* elf = nullptr;
     Image image;
     std::vector<Segment> segments;
@@ -309,6 +319,7 @@ struct Binary::Impl {
     Impl& operator=(const Impl&) = delete;
     ~Impl() {
         if (elf) elf_end(elf);
+        if (mapped) ::munmap(mapped, mapped_size);
     }
 
     Result<void> finish_open() {
@@ -360,9 +371,14 @@ Result<Binary> Binary::open(const std::string& path) {
     impl->elf = elf_begin(fd.get(), ELF_C_READ_MMAP, nullptr);
     if (!impl->elf) return fail(std::string("cannot read: ") + elf_errmsg(-1));
     size_t size = 0;
-    const char* raw = elf_rawfile(impl->elf, &size);
-    if (!raw) return fail("truncated ELF file");
-    impl->image.file = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(raw), size);
+    if (!elf_rawfile(impl->elf, &size)) return fail("truncated ELF file");
+    // Our own view of the bytes rather than libelf's private mapping (see
+    // map_file); libelf's handle stays for libdw.
+    void* raw = map_file(fd.get(), size);
+    if (raw == MAP_FAILED) return fail(errno_text(errno));
+    impl->mapped = raw;
+    impl->mapped_size = size;
+    impl->image.file = std::span<const uint8_t>(static_cast<const uint8_t*>(raw), size);
     impl->fd = std::move(fd);
     if (auto r = impl->finish_open(); !r) return fail(r.error().message());
     return Binary(std::move(impl));
@@ -667,7 +683,7 @@ Result<uint32_t> file_crc32(const std::string& path) {
     if (::fstat(fd.get(), &st) != 0) return errno_error(path, errno);
     uLong crc = crc32(0L, Z_NULL, 0);
     if (st.st_size == 0) return static_cast<uint32_t>(crc);
-    void* map = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd.get(), 0);
+    void* map = map_file(fd.get(), static_cast<size_t>(st.st_size));
     if (map == MAP_FAILED) return errno_error(path, errno);
     const auto* bytes = static_cast<const Bytef*>(map);
     for (off_t done = 0; done < st.st_size;) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/user.h>
 
 #include <cstddef>
 #include <memory>
@@ -21,6 +22,13 @@
 
 namespace uprobe::engine {
 
+// How return probes (FUNC%return) find the returns (docs/probes.md, "Return
+// probes"): a trampoline replaces the return address on the stack at the
+// entry; instruction analysis puts breakpoints on every ret and tail jump
+// and never writes the stack (Go, which checks return addresses); auto uses
+// instruction analysis for Go binaries, trampolines elsewhere.
+enum class ReturnMode { Auto, Trampoline, Instructions };
+
 struct TraceRequest {
     std::vector<ProbeSpec> probes;
     std::vector<pid_t> attach_pids;
@@ -31,6 +39,36 @@ struct TraceRequest {
                                        // traced thread (see the ptrace engine)
     pid_t process_group = 0;           // a launched command joins this process
                                        // group (0: the engine's own)
+    bool keep_running = false;         // global mode: run() waits for stop() even
+                                       // while no process is traced (add_process)
+    bool rewind_pc = false;            // the thread's own rip is the probe address
+                                       // during on_hit (for unwinders; one more
+                                       // ptrace call per hit)
+    bool count_only = false;           // only stats() hits are wanted: an engine may
+                                       // count in place and deliver no events (inline)
+    ReturnMode return_mode = ReturnMode::Auto;  // how FUNC%return probes are placed
+};
+
+// What the consumer wants done with the thread that hit (see on_hit).
+enum class HitAction {
+    Continue,  // resume it
+    Hold,      // keep it stopped at the probe address and call on_hold
+    Detach,    // take every probe out of its process and let it run untraced
+};
+
+// What becomes of a held thread when on_hold returns.
+enum class HeldOutcome {
+    Resume,         // run on through the probe; the process stays traced
+    Detach,         // probes out, ptrace detached, the process runs on
+    DetachStopped,  // probes out, detached with SIGSTOP pending, so the process
+                    // sits in a group-stop at the probe address for a debugger
+};
+
+// A thread stopped at a probe address, valid only during on_hold.
+struct HeldThread {
+    pid_t pid = 0;
+    pid_t tid = 0;
+    user_regs_struct regs{};  // rip is the probe address
 };
 
 // Receives events on the engine's thread, in the order of the hits the
@@ -42,6 +80,21 @@ public:
     // Progress lines for -v: "attached to 1234 (3 threads)",
     // "probe p: 2 sites in /usr/lib/x86_64-linux-gnu/libc.so.6".
     virtual void on_note(std::string_view line) { (void)line; }
+    // The hit as it happens, with the registers at the probe (rip is the
+    // probe address). The default delivers the event and resumes.
+    virtual HitAction on_hit(const Event& event, const user_regs_struct& regs) {
+        (void)regs;
+        on_event(event);
+        return HitAction::Continue;
+    }
+    // Called on the engine's thread while `held` stays stopped (its memory
+    // can be read through /proc or process_vm_readv). Other threads run on;
+    // those that hit a probe meanwhile wait in their trap until this returns.
+    virtual HeldOutcome on_hold(const Event& event, const HeldThread& held) {
+        (void)event;
+        (void)held;
+        return HeldOutcome::Resume;
+    }
 };
 
 class Engine {
@@ -58,13 +111,30 @@ public:
     // Runs the event loop until every traced process has exited or stop()
     // was called; then removes every breakpoint, resumes every thread and
     // detaches. Returns the launched command's exit status as a shell
-    // reports it (128+signal when killed), or 0 in attach mode.
+    // reports it (128+signal when killed), or 0 in attach mode. Fails when
+    // a probe is refused by a library the launched command maps at start-up
+    // (known only once the dynamic linker has run): the command is then
+    // killed before its main().
     virtual Result<int> run() = 0;
 
     // Asks run() to finish. Async-signal-safe and callable from any thread
     // (SIGINT/SIGTERM/SIGHUP handlers, a closed output pipe); it takes
     // effect within milliseconds even when the targets are idle.
     virtual void stop() = 0;
+
+    // Asks run() to attach to `pid` as well and insert the probes into it
+    // (global mode). Callable from any thread, before or during run(); the
+    // attach happens on the engine's thread and failures become notes.
+    virtual void add_process(pid_t pid) { (void)pid; }
+
+    // Adds a probe while run() runs (or before): its id is the next index
+    // (request.probes.size() at start, plus the probes added before it).
+    // Callable from any thread; inserted on the engine's thread into every
+    // traced process, failures become notes.
+    virtual Result<void> add_probe(const ProbeSpec& spec) {
+        (void)spec;
+        return Error("this engine cannot add probes while tracing");
+    }
 
     virtual std::vector<ProbeStats> stats() const = 0;
     // Every process ever traced (including followed children), for the
@@ -73,5 +143,10 @@ public:
 };
 
 std::unique_ptr<Engine> make_ptrace_engine();
+// Probes inside the program: an in-process agent (libuprobe-agent.so,
+// beside the uprobe binary or $UPROBE_AGENT), jump-patched sites and
+// shared-memory rings; the program is stopped only while probes go in and
+// out (src/engine/inline/).
+std::unique_ptr<Engine> make_inline_engine();
 
 }  // namespace uprobe::engine

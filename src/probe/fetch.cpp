@@ -145,15 +145,24 @@ Result<Natural> compile_into(const Fetch& fetch, const CompileContext& context, 
         if (fetch.index == 0) return Error("$arg numbers start at 1");
         if (context.site && context.site->marker) {
             const auto& marker = *context.site->marker;
-            if (marker.args.empty() && !marker.args_text.empty()) {
-                auto parsed = elf::parse_sdt_args(marker.args_text);
-                return Error("marker " + marker.provider + ":" + marker.name + " has unreadable arguments" +
-                             (parsed ? std::string() : ": " + parsed.error().message()));
+            std::string which = "marker " + marker.provider + ":" + marker.name;
+            // marker.args is empty when any argument failed to parse; one
+            // unreadable argument spoils only itself, so read them one by one.
+            std::vector<std::string_view> words;
+            for (size_t at = 0; at < marker.args_text.size();) {
+                size_t end = marker.args_text.find_first_of(" \t", at);
+                if (end == std::string::npos) end = marker.args_text.size();
+                if (end > at) words.push_back(std::string_view(marker.args_text).substr(at, end - at));
+                at = end + 1;
             }
-            if (fetch.index > marker.args.size())
-                return Error("marker " + marker.provider + ":" + marker.name + " has " +
-                             std::to_string(marker.args.size()) + " arguments, not " + std::to_string(fetch.index));
-            return compile_sdt_arg(marker.args[fetch.index - 1], context, program);
+            size_t count = marker.args.empty() ? words.size() : marker.args.size();
+            if (fetch.index > count)
+                return Error(which + " has " + std::to_string(count) + (count == 1 ? " argument" : " arguments") +
+                             ", so there is no $arg" + std::to_string(fetch.index));
+            if (!marker.args.empty()) return compile_sdt_arg(marker.args[fetch.index - 1], context, program);
+            auto parsed = elf::parse_sdt_arg(words[fetch.index - 1]);
+            if (!parsed) return Error(which + ": " + parsed.error().message());
+            return compile_sdt_arg(*parsed, context, program);
         }
         if (fetch.index <= 6) {
             UPROBE_CHECK(b.load_register(*arch::argument_register(fetch.index)));
@@ -196,8 +205,10 @@ Result<Natural> compile_into(const Fetch& fetch, const CompileContext& context, 
     case FetchKind::Pid:
     case FetchKind::Tid:
         return Natural{};
-    case FetchKind::Duration: return Error("$duration is not supported yet");
-    case FetchKind::Entry: return Error("@entry() is not supported yet");
+    case FetchKind::Duration:
+        return Natural{};
+    case FetchKind::Entry:
+        return Error("@entry() is only valid as a whole argument");
     case FetchKind::Params: return Error("$params needs DWARF, which is not supported yet");
     case FetchKind::Vars: return Error("$vars needs DWARF, which is not supported yet");
     case FetchKind::DwarfVar: return Error("'" + fetch.expr + "' needs DWARF, which is not supported yet");
@@ -233,14 +244,24 @@ std::string hex(uint64_t v) {
 }  // namespace
 
 Result<FetchProgram> compile_fetch(const ArgSpec& arg, const CompileContext& context) {
-    FetchProgram program;
     const Fetch& fetch = arg.fetch;
+    if (fetch.kind == FetchKind::Entry) {
+        if (!fetch.inner) return Error("arg '" + arg.name + "': @entry() without a fetch");
+        if (fetch.inner->kind == FetchKind::Entry || fetch.inner->kind == FetchKind::Duration)
+            return Error("arg '" + arg.name + "': @entry() of " + to_string(*fetch.inner) + " has no meaning");
+        ArgSpec at_entry{arg.name, *fetch.inner, arg.type};
+        UPROBE_TRY(FetchProgram program, compile_fetch(at_entry, context));
+        program.at_entry = true;
+        return program;
+    }
+    FetchProgram program;
     auto natural = compile_into(fetch, context, program);
     if (!natural) return natural.error().context("arg '" + arg.name + "'");
     switch (fetch.kind) {
     case FetchKind::Comm: program.format = FetchFormat::Comm; return program;
     case FetchKind::Pid: program.format = FetchFormat::Pid; return program;
     case FetchKind::Tid: program.format = FetchFormat::Tid; return program;
+    case FetchKind::Duration: program.format = FetchFormat::Duration; return program;
     default: break;
     }
     FetchStep* last = program.step_count ? &program.steps[program.step_count - 1] : nullptr;
@@ -254,8 +275,12 @@ Result<FetchProgram> compile_fetch(const ArgSpec& arg, const CompileContext& con
     program.format = format_of(arg.type);
     if (arg.type == ValueType::String) {
         // As the kernel's probe fetches do: "+0(%di):string" is the string
-        // stored at di+0, so the final load becomes the string read.
-        if (last && last->op == FetchOp::Deref) --program.step_count;
+        // stored at di+0, so the final load becomes the string read. An
+        // argument's value is the pointer itself, even when it had to be
+        // loaded from memory (an SDT "8@-40(%rbp)", a 7th $arg, a $stack
+        // slot): the string is read where that pointer points.
+        bool value_is_pointer = fetch.kind == FetchKind::Arg || fetch.kind == FetchKind::Stack;
+        if (last && last->op == FetchOp::Deref && !value_is_pointer) --program.step_count;
         return program;
     }
     program.value_size = size_of(arg.type);
@@ -294,6 +319,9 @@ Value evaluate(const FetchProgram& program, const user_regs_struct& regs, Memory
     case FetchFormat::Comm: return Value::make_string(std::string(context.comm), false);
     case FetchFormat::Pid: return Value::make_signed(context.pid);
     case FetchFormat::Tid: return Value::make_signed(context.tid);
+    case FetchFormat::Duration:
+        if (!context.duration_ns) return Value::make_error("$duration only exists at a return");
+        return Value::make_unsigned(*context.duration_ns);
     default: break;
     }
     uint64_t words[sizeof(user_regs_struct) / 8];

@@ -13,10 +13,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 
+#include "probe/fetch_program.hpp"
 #include "probe/resolve.hpp"
 #include "uprobe/event.hpp"
 #include "uprobe/result.hpp"
@@ -24,34 +26,8 @@
 
 namespace uprobe::probe {
 
-enum class FetchOp : uint8_t {
-    LoadRegister,  // acc = regs[slot] (general purpose, as uint64_t[] of user_regs_struct)
-    LoadXmm,       // acc = low 64 bits of xmm[slot] (needs the FP registers)
-    LoadConst,     // acc = imm
-    AddRegister,   // acc += regs[slot] * scale
-    AddConst,      // acc += imm
-    Deref,         // acc = *(uint<size*8>*)acc, zero-extended
-};
-
-struct FetchStep {
-    FetchOp op = FetchOp::LoadConst;
-    uint8_t slot = 0;
-    uint8_t size = 8;   // Deref: bytes to read (1, 2, 4, 8)
-    uint8_t scale = 1;  // AddRegister
-    int64_t imm = 0;
-};
-
-enum class FetchFormat : uint8_t { Unsigned, Signed, Hex, Float, String, Comm, Pid, Tid };
-
-struct FetchProgram {
-    static constexpr size_t kMaxSteps = 12;
-    FetchStep steps[kMaxSteps];
-    uint8_t step_count = 0;
-    FetchFormat format = FetchFormat::Unsigned;
-    uint8_t value_size = 8;  // bytes of the value the steps produce (truncation)
-    bool needs_fpregs = false;
-};
-static_assert(std::is_trivially_copyable_v<FetchProgram>);
+// FetchOp, FetchStep, FetchFormat, FetchProgram: probe/fetch_program.hpp
+// (shared with the in-process agent, which links no C++ runtime).
 
 // What compiling needs to know about the site and the process.
 struct CompileContext {
@@ -88,6 +64,8 @@ struct FetchContext {
     std::string_view comm;
     const user_fpregs_struct* fpregs = nullptr;  // required when needs_fpregs
     size_t string_max = 256;
+    // At a return: nanoseconds since the matching entry ($duration).
+    std::optional<uint64_t> duration_ns;
 };
 
 // Never fails as a whole: a value that cannot be read becomes

@@ -1,5 +1,6 @@
 #include "probe/resolve.hpp"
 
+#include <dwarf.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
 
@@ -11,6 +12,7 @@
 #include "base/strings.hpp"
 #include "dwarf/debug_info.hpp"
 #include "elf/binary.hpp"
+#include "probe/dwarf_fetch.hpp"
 
 namespace uprobe::probe {
 
@@ -19,6 +21,8 @@ struct Resolver::Object {
     std::unique_ptr<dwarf::DebugInfo> dwarf;
     bool dwarf_tried = false;
     std::optional<Error> dwarf_error;  // why there is no DWARF, for messages
+    std::unique_ptr<CallFrames> frames;
+    bool frames_tried = false;
 };
 
 Resolver::Resolver() = default;
@@ -27,7 +31,7 @@ Resolver::~Resolver() = default;
 Result<elf::Binary*> Resolver::binary(const std::string& path) {
     if (auto it = objects_.find(path); it != objects_.end()) return &it->second->binary;
     UPROBE_TRY(auto bin, elf::Binary::open(path));
-    auto object = std::make_unique<Object>(Object{std::move(bin), nullptr, false, std::nullopt});
+    auto object = std::make_unique<Object>(Object{std::move(bin), nullptr, false, std::nullopt, nullptr, false});
     auto* raw = &object->binary;
     objects_.emplace(path, std::move(object));
     return raw;
@@ -52,6 +56,28 @@ dwarf::DebugInfo* Resolver::debug_info(const std::string& path) {
         }
     }
     return object.dwarf.get();
+}
+
+std::string Resolver::debug_info_error(const std::string& path) {
+    if (debug_info(path)) return "";
+    auto it = objects_.find(path);
+    if (it == objects_.end()) {
+        auto bin = binary(path);
+        return bin ? "none found" : bin.error().message();
+    }
+    return it->second->dwarf_error ? it->second->dwarf_error->message() : "none found";
+}
+
+const CallFrames* Resolver::call_frames(const std::string& path) {
+    if (!binary(path)) return nullptr;
+    Object& object = *objects_.at(path);
+    if (!object.frames_tried) {
+        object.frames_tried = true;
+        std::string debug_path;
+        if (auto found = object.binary.debug_file(); found && *found) debug_path = (*found)->path;
+        if (auto opened = CallFrames::open(path, debug_path)) object.frames = std::move(opened).value();
+    }
+    return object.frames.get();
 }
 
 namespace {
@@ -114,6 +140,28 @@ bool defined_in(dwarf::DebugInfo& dwarf, const elf::Binary::Symbol& fn, std::str
     return false;
 }
 
+bool path_matches(const std::string& path, std::string_view file) {
+    return path == file ||
+           (path.size() > file.size() && path.ends_with(file) && path[path.size() - file.size() - 1] == '/');
+}
+
+// Where a function-entry probe with arguments by name goes. Unoptimized
+// code keeps variables in stack homes that its prologue fills in, and its
+// DWARF describes them there (frame-base relative) for the whole function:
+// at the entry they would read garbage, so the probe moves past the
+// prologue (as gdb and perf probe do). Optimized code describes parameters
+// in their registers at the entry, where nothing has clobbered them yet,
+// and often only as entry values later: the entry is the better place.
+uint64_t argument_site(const dwarf::DebugInfo& dwarf, uint64_t entry, const std::string& function) {
+    auto vars = dwarf.variables_at(entry, dwarf_name(function));
+    if (!vars) return entry;
+    for (const auto& v : *vars) {
+        if (!v.location.empty() && v.location.front().atom == DW_OP_fbreg)
+            return dwarf.post_prologue(entry).value_or(entry);
+    }
+    return entry;
+}
+
 }  // namespace
 
 bool uses_dwarf_names(const ProbeSpec& spec) {
@@ -140,17 +188,38 @@ Result<std::vector<Site>> Resolver::resolve(const ProbeSpec& spec, const std::st
     switch (loc.kind) {
     case LocationKind::Function: {
         auto matches = bin->find_functions(loc.function);
+        // A function the compiler inlined is probed at each inlined
+        // instance too, as perf probe does: otherwise the calls that were
+        // inlined would silently not count. Exact names only (a glob names
+        // symbols); not for +OFFSET or %return, which only make sense in
+        // an out-of-line copy. Uses DWARF only when the object has it.
+        std::vector<dwarf::DebugInfo::FunctionInstance> inlined;
+        if (!has_glob(loc.function) && loc.offset == 0 && !loc.is_return) {
+            if (auto* dwarf = debug_info(path)) {
+                for (auto& inst : dwarf->function_instances(loc.function)) {
+                    if (!inst.inlined) continue;
+                    if (!loc.file.empty() && !path_matches(inst.decl_file, loc.file) && !path_matches(inst.file, loc.file))
+                        continue;
+                    inlined.push_back(std::move(inst));
+                }
+            }
+        }
         if (!loc.file.empty() && !matches.empty()) {
             UPROBE_TRY(auto* dwarf, need_dwarf(fmt::format("{}@{}", loc.function, loc.file)));
             std::erase_if(matches, [&](const auto* fn) { return !defined_in(*dwarf, *fn, loc.file); });
-            if (matches.empty())
+            if (matches.empty() && inlined.empty())
                 return Error(fmt::format("no function '{}' defined in {} in {}", loc.function, loc.file, path));
         }
-        if (matches.empty()) {
+        if (matches.empty() && inlined.empty()) {
             std::vector<std::string> names;
             if (!has_glob(loc.function)) {
                 for (const auto& fn : bin->functions()) names.push_back(fn.demangled);
             }
+            // A stripped object's functions may be only in its debug file:
+            // when that was refused, that is the reason to give.
+            auto debug = bin->debug_file();
+            if (!debug)
+                return Error(fmt::format("no function '{}' in {}: {}", loc.function, path, debug.error().message()));
             return Error(fmt::format("no function '{}' in {}{}", loc.function, path,
                                      suggestion(loc.function, names)));
         }
@@ -165,7 +234,7 @@ Result<std::vector<Site>> Resolver::resolve(const ProbeSpec& spec, const std::st
             // the prologue, so such probes go there, as perf probe does.
             if (loc.offset == 0 && !loc.is_return && uses_dwarf_names(spec)) {
                 UPROBE_TRY(auto* dwarf, need_dwarf("arguments by name"));
-                vaddr = dwarf->post_prologue(fn->vaddr).value_or(fn->vaddr);
+                vaddr = argument_site(*dwarf, fn->vaddr, fn->demangled);
             }
             UPROBE_TRY(Site site, make_site(*bin, vaddr, path));
             // The symbol asked for names the site, not whichever alias
@@ -175,6 +244,19 @@ Result<std::vector<Site>> Resolver::resolve(const ProbeSpec& spec, const std::st
             site.function_size = fn->size;
             site.function_offset = vaddr - fn->vaddr;
             UPROBE_CHECK(check_boundary(*bin, site));
+            sites.push_back(std::move(site));
+        }
+        for (const auto& inst : inlined) {
+            if (!seen.insert(inst.entry).second) continue;
+            UPROBE_TRY(Site site, make_site(*bin, inst.entry, path));
+            UPROBE_CHECK(check_boundary(*bin, site));
+            // Named after the function asked for; the event's address and
+            // source say which caller it was inlined into.
+            site.function = inst.name;
+            site.function_offset = 0;  // the inlined instance's entry; function_vaddr stays the caller's
+            if (auto* dwarf = debug_info(path)) {
+                if (auto src = dwarf->source_of(inst.entry)) site.source = fmt::format("{}:{}", src->first, src->second);
+            }
             sites.push_back(std::move(site));
         }
         break;
@@ -227,9 +309,21 @@ Result<std::vector<Site>> Resolver::resolve(const ProbeSpec& spec, const std::st
             sites.push_back(std::move(site));
         }
         if (sites.empty()) {
-            if (names.empty()) return Error(fmt::format("{} has no SDT markers", path));
-            return Error(fmt::format("no SDT marker {}:{} in {}{}", loc.provider, loc.marker, path,
-                                     suggestion(loc.provider + ":" + loc.marker, names)));
+            if (names.empty())
+                return Error(fmt::format("{} has no SDT markers{}", path,
+                                         loc.binary.empty() ? " (for a library's, name it: sdt:LIBRARY:PROVIDER:NAME)"
+                                                            : ""));
+            std::string near = suggestion(loc.provider + ":" + loc.marker, names);
+            if (near.empty()) {
+                // Nothing close: say what there is (a marker may be emitted at several sites).
+                std::sort(names.begin(), names.end());
+                names.erase(std::unique(names.begin(), names.end()), names.end());
+                constexpr size_t kShown = 8;
+                auto shown = names.begin() + static_cast<ptrdiff_t>(std::min(names.size(), kShown));
+                near = fmt::format("; it has {}{}", fmt::join(names.begin(), shown, ", "),
+                                   names.size() > kShown ? fmt::format(" and {} more", names.size() - kShown) : "");
+            }
+            return Error(fmt::format("no SDT marker {}:{} in {}{}", loc.provider, loc.marker, path, near));
         }
         break;
     }

@@ -22,6 +22,8 @@ namespace uprobe::dwarf { class DebugInfo; }
 
 namespace uprobe::probe {
 
+class CallFrames;
+
 // One place to put a breakpoint.
 struct Site {
     uint64_t vaddr = 0;          // link-time virtual address in the object
@@ -51,6 +53,11 @@ public:
     // The object's DWARF, from itself or a separate debug file; nullptr
     // when it has none.
     dwarf::DebugInfo* debug_info(const std::string& path);
+    // Why debug_info(path) is nullptr ("... has no debug info (install ...)").
+    std::string debug_info_error(const std::string& path);
+    // Call frame information of the object (for frame bases of variables);
+    // nullptr when it has none.
+    const CallFrames* call_frames(const std::string& path);
 
     // Every site of `spec` in the object at `path`. Fails with one clear
     // line (naming close matches) when the location matches nothing there,

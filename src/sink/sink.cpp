@@ -64,6 +64,7 @@ public:
             line += format_value(a.value);
         }
         line += '\n';
+        for (const auto& frame : e.stack) line += "        " + describe_frame(frame) + "\n";
         return out_.write(line);
     }
 
@@ -97,6 +98,7 @@ public:
         j["comm"] = e.comm;
         j["addr"] = e.addr;
         if (e.is_return) j["return"] = true;
+        if (e.is_return && e.duration_ns) j["duration_ns"] = e.duration_ns;
         nlohmann::ordered_json args = nlohmann::ordered_json::object();
         nlohmann::ordered_json errors, truncated;
         for (const auto& a : e.args) {
@@ -107,6 +109,23 @@ public:
         j["args"] = std::move(args);
         if (!errors.is_null()) j["errors"] = std::move(errors);
         if (!truncated.is_null()) j["truncated"] = std::move(truncated);
+        if (!e.stack.empty()) {
+            nlohmann::ordered_json frames = nlohmann::ordered_json::array();
+            for (const auto& f : e.stack) {
+                nlohmann::ordered_json frame;
+                frame["pc"] = f.pc;
+                frame["function"] = f.function;
+                frame["offset"] = f.offset;
+                frame["object"] = f.object;
+                if (!f.file.empty()) {
+                    frame["file"] = f.file;
+                    frame["line"] = f.line;
+                }
+                if (f.inlined) frame["inlined"] = true;
+                frames.push_back(std::move(frame));
+            }
+            j["stack"] = std::move(frames);
+        }
         // Replace invalid UTF-8 rather than throw: target strings are bytes.
         return out_.write(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
     }

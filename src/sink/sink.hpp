@@ -29,6 +29,22 @@ std::unique_ptr<Sink> make_json_sink(FILE* out);
 // No events; hits per probe at the end ("--count").
 std::unique_ptr<Sink> make_count_sink(FILE* out, bool json);
 
+// No events; at the end, per probe, a log2 histogram of return events'
+// durations drawn like bpftrace's hist(), then count, p50/p90/p99 and max
+// ("--latency"; src/sink/latency.cpp). JSON: one object per probe.
+std::unique_ptr<Sink> make_latency_sink(FILE* out, bool json);
+
+// No events; at the end, one line per distinct user stack with its count,
+// "comm;outermost;...;innermost COUNT" (Brendan Gregg's folded format, read
+// by flamegraph.pl and speedscope; src/sink/folded.cpp). Events need stacks.
+std::unique_ptr<Sink> make_folded_sink(FILE* out);
+// No events; at the end, hits per probe and process ("--count=pid"):
+// "PROBE PID COMM HITS", or JSON objects with those keys.
+std::unique_ptr<Sink> make_count_by_process_sink(FILE* out, bool json);
+
+// "0x401136 main+0x1c at prog.c:42": one frame as text output shows it.
+std::string describe_frame(const StackFrame& frame);
+
 // A value as text output shows it (strings quoted and escaped).
 std::string format_value(const Value& v);
 

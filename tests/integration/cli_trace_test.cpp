@@ -211,12 +211,76 @@ TEST_P(CliTrace, BadRequestsAreOneLineAndChangeNothing) {
     EXPECT_EQ(w.status, 0) << w.describe();
 }
 
+// A process in another mount namespace: its binary exists only in its own
+// view of the file system, at a path that means nothing (or something
+// else) in ours. BIN is resolved through /proc/PID/root and mappings are
+// matched by device and inode, never by path string.
+TEST_P(CliTrace, AProcessInAnotherMountNamespace) {
+    if (getuid() != 0) GTEST_SKIP() << "unshare --mount needs root";
+    std::string script = "mount -t tmpfs uprobe-test /mnt && cp " + target_path("cli_waiter") +
+                         " /mnt/waiter && exec /mnt/waiter";
+    Background waiter({"unshare", "--mount", "--propagation", "private", "sh", "-c", script});
+    if (!waiter.wait_for_line("ready")) GTEST_SKIP() << "unshare cannot run here: " << waiter.wait().err;
+    // The waiter is the exec'd process: unshare forked nothing (no --fork).
+    std::string pid = std::to_string(waiter.pid());
+    ASSERT_FALSE(fs::exists("/mnt/waiter")) << "the test needs /mnt/waiter to be absent in our namespace";
+    for (const char* probe : {"tick i=%di", "/mnt/waiter:tick i=%di"}) {
+        Background tracer(trace({"--format", "json", "-p", pid, probe}));
+        ASSERT_TRUE(tracer.wait_for_text("\"probe\":\"tick\"")) << probe << ": " << tracer.wait().describe();
+        tracer.signal(SIGINT);
+        auto t = tracer.wait();
+        EXPECT_EQ(t.status, 0) << t.describe();
+    }
+    waiter.signal(SIGTERM);
+    auto w = waiter.wait();
+    EXPECT_EQ(w.status, 0) << w.describe();
+    EXPECT_NE(w.out.find("calls>0=1 bad=0"), std::string::npos) << w.describe();
+}
+
+// A process that is already traced (by a debugger, or here by another
+// uprobe) is refused with the reason, and the first tracer goes on.
+TEST_P(CliTrace, AnAlreadyTracedProcessIsRefusedWithTheReason) {
+    Background waiter({target_path("cli_waiter")});
+    ASSERT_TRUE(waiter.wait_for_line("ready"));
+    std::string pid = std::to_string(waiter.pid());
+    Background first(trace({"--format", "json", "-p", pid, "tick"}));
+    ASSERT_TRUE(first.wait_for_text("\"probe\":\"tick\""));
+    auto second = run(trace({"-p", pid, "tick"}));
+    EXPECT_EQ(second.status, 1) << second.describe();
+    EXPECT_EQ(lines_of(second.err).size(), 1u) << second.describe();
+    EXPECT_NE(second.err.find("already traced"), std::string::npos) << second.describe();
+    first.signal(SIGINT);
+    EXPECT_EQ(first.wait().status, 0);
+    waiter.signal(SIGTERM);
+    auto w = waiter.wait();
+    EXPECT_EQ(w.status, 0) << w.describe();
+    EXPECT_NE(w.out.find("calls>0=1 bad=0"), std::string::npos) << w.describe();
+}
+
+// A reader that goes away (`| head`) ends tracing; the program runs on.
+TEST_P(CliTrace, AClosedOutputPipeDetachesCleanly) {
+    Background waiter({target_path("cli_waiter")});
+    ASSERT_TRUE(waiter.wait_for_line("ready"));
+    std::string command;
+    for (const auto& word : trace({"-p", std::to_string(waiter.pid()), "tick"})) command += "'" + word + "' ";
+    auto r = run({"sh", "-c", command + "| head -n 3"});
+    EXPECT_EQ(r.status, 0) << r.describe();
+    EXPECT_EQ(lines_of(r.out).size(), 3u) << r.describe();
+    waiter.signal(SIGTERM);
+    auto w = waiter.wait();
+    EXPECT_EQ(w.status, 0) << w.describe();
+    EXPECT_NE(w.out.find("calls>0=1 bad=0"), std::string::npos) << w.describe();
+}
+
 // The kernel's uprobes, through bpftrace, see the same calls with the same
 // arguments.
 TEST_P(CliTrace, SameHitsAndValuesAsTheKernelsUprobes) {
     if (getuid() != 0) GTEST_SKIP() << "bpftrace needs root";
     if (run({"sh", "-c", "command -v bpftrace"}).status != 0) GTEST_SKIP() << "bpftrace is not installed";
-    const std::string t = target_path("cli_funcs");
+    // A private copy: the kernel's uprobes belong to the file (inode), and
+    // a test running beside this one may trace the original.
+    const std::string t = tmp_.path("cli_funcs");
+    fs::copy_file(target_path("cli_funcs"), t);
     auto k = run({"bpftrace", "-q", "-e",
                   "uprobe:" + t + ":add { printf(\"K %ld %ld\\n\", arg0, arg1); }", "-c", t + " 200"},
                  {.timeout = std::chrono::seconds(120)});
@@ -234,7 +298,7 @@ TEST_P(CliTrace, SameHitsAndValuesAsTheKernelsUprobes) {
     EXPECT_EQ(ours.size(), 200u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, CliTrace, ::testing::Values("ptrace"));
+INSTANTIATE_TEST_SUITE_P(Engines, CliTrace, ::testing::Values("ptrace", "inline"));
 
 }  // namespace
 }  // namespace uprobe::test

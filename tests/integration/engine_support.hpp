@@ -185,10 +185,11 @@ struct LaunchResult {
     std::string error;
 };
 
+// `engine`: "ptrace" or "inline" (engine_inline_test.cpp).
 inline LaunchResult launch(const std::vector<std::string>& probes, const std::vector<std::string>& argv,
-                           bool follow = false) {
+                           bool follow = false, const std::string& engine_name = "ptrace") {
     LaunchResult result;
-    auto engine = make_ptrace_engine();
+    auto engine = engine_name == "inline" ? make_inline_engine() : make_ptrace_engine();
     Watchdog watchdog(*engine);
     Collector collector;
     TraceRequest request;

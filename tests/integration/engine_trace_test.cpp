@@ -508,9 +508,12 @@ TEST(EngineErrors, ProbeOnNonExecutableAddress) {
     EXPECT_NE(r.error.find("executable"), std::string::npos) << r.error;
 }
 
-TEST(EngineErrors, UnsupportedDwarfFetchIsAClearError) {
-    auto r = launch({"add_pair $params"}, {target("engine_args")});
-    EXPECT_NE(r.error.find("not supported yet"), std::string::npos) << r.error;
+// Arguments by DWARF name (probe/dwarf_fetch.hpp; values are tested in
+// cli_dwarf_test): a name not in scope stops the launch with the names that are.
+TEST(EngineErrors, DwarfNameNotInScopeIsAClearError) {
+    auto r = launch({"add_pair nosuch"}, {target("engine_args")});
+    EXPECT_NE(r.error.find("no variable 'nosuch' at add_pair+"), std::string::npos) << r.error;
+    EXPECT_NE(r.error.find("in scope: a, b"), std::string::npos) << r.error;
 }
 
 }  // namespace

@@ -10,3 +10,7 @@ uprobe_test(arch_relocate_test unit
 uprobe_test(arch_exec_test unit
   SOURCES unit/arch_exec_test.cpp
   DEPS uprobe_arch)
+# Jump patches and trampolines, executed in the test's own address space.
+uprobe_test(arch_trampoline_test unit
+  SOURCES unit/arch_trampoline_test.cpp
+  DEPS uprobe_arch)

@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <elf.h>
+#include <gelf.h>
 #include <sys/auxv.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -23,11 +24,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <cerrno>
 #include <cinttypes>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
@@ -38,9 +42,12 @@
 #include "base/unique_fd.hpp"
 #include "elf/binary.hpp"
 #include "probe/fetch.hpp"
+#include "probe/dwarf_fetch.hpp"
 #include "probe/resolve.hpp"
+#include "proc/discover.hpp"
 #include "proc/proc.hpp"
 #include "proc/ptrace.hpp"
+#include "engine/ptrace/return_probes.hpp"
 
 namespace uprobe::engine {
 namespace {
@@ -77,11 +84,13 @@ struct ObjectKey {
 // One probe's presence at one breakpoint.
 struct SiteProbe {
     uint32_t probe_id = 0;
-    std::vector<probe::FetchProgram> programs;
+    std::vector<probe::ArgProgram> programs;  // one per argument (DWARF ones may give several values)
     bool needs_fpregs = false;
 };
 
-enum class Internal { None, Entry, Rendezvous };
+// Unwind, CatchBegin: the C++ unwinder starts, a handler catches (return
+// probes put hijacked return addresses back while the unwinder reads them).
+enum class Internal { None, Entry, Rendezvous, Unwind, CatchBegin };
 
 struct Breakpoint {
     uint64_t address = 0;
@@ -90,6 +99,10 @@ struct Breakpoint {
     ObjectKey object;
     std::vector<SiteProbe> probes;
     Internal internal = Internal::None;
+    // Return probes (return_probes.hpp): functions entered here, and what
+    // this instruction is to instruction-mode return probes.
+    std::vector<const ReturnSite*> returns;
+    ExitRole exit = ExitRole::None;
 };
 
 struct XolArea {
@@ -99,7 +112,10 @@ struct XolArea {
 
 // An SDT semaphore we raised: the program computes a marker's arguments
 // only while its semaphore is non-zero (a tracer's job, as for the kernel's
-// uprobes with ref_ctr_offset).
+// uprobes with ref_ctr_offset). We add exactly 1 per process and semaphore,
+// however many of our probes and sites share it, and take exactly that 1
+// away again (on detach, or from a fork child we do not follow, which
+// inherited the raised value by copy): other tracers' counts are left alone.
 struct Semaphore {
     uint16_t raised = 0;
     ObjectKey object;
@@ -111,6 +127,10 @@ struct AddressSpace {
     std::vector<XolArea> xol;
     std::set<ObjectKey> objects;  // objects whose probes are inserted
     uint64_t r_debug = 0;
+    uint64_t return_trampoline = 0;       // an int3 in the XOL area; 0: none yet
+    std::set<ObjectKey> unwinder_scanned;  // objects searched for unwinder entry points
+    ExitFrames exit_frames;               // instruction-mode return probes
+    std::map<uint64_t, ExitInfo> exits;   // by exit instruction (instruction mode)
 };
 
 struct Process {
@@ -134,6 +154,7 @@ struct Thread {
 struct PendingChild {
     pid_t parent = 0;
     bool vfork = false;
+    pid_t forking_thread = 0;  // whose return-probe frames the child's stack copies
 };
 
 std::atomic<int> g_wake_signal_installed{0};
@@ -155,6 +176,8 @@ public:
     }
     std::vector<ProbeStats> stats() const override { return stats_; }
     std::vector<pid_t> traced_processes() const override { return ever_traced_; }
+    void add_process(pid_t pid) override;
+    Result<void> add_probe(const ProbeSpec& spec) override;
 
 private:
     // -- setup
@@ -183,11 +206,39 @@ private:
     void handle_new_child(Thread& parent, pid_t child, int event);
     void adopt_child_with(pid_t child, int status);
     void handle_exec(Thread& thread);
-    void emit(Thread& thread, Process& process, const Breakpoint& bp, const user_regs_struct& regs);
+    // Returns what the consumer asked for the hitting thread (Continue,
+    // Detach, or Hold resolved through on_hold to Detach/DetachStopped).
+    HeldOutcome emit(Thread& thread, Process& process, const Breakpoint& bp, const user_regs_struct& regs);
     void process_exited(pid_t pid, int status);
     void resume(Thread& thread, int signal = 0);
     Result<void> wait_for_all_stopped();
     void detach_all();
+
+    // -- return probes (return_probes.hpp)
+    Result<void> insert_return_probe(Process& process, pid_t tid, const probe::Site& site, uint64_t address,
+                                     ObjectKey key, elf::Binary& binary, SiteProbe compiled);
+    Result<void> insert_function_exits(Process& process, pid_t tid, const probe::Site& site, uint64_t bias,
+                                       ObjectKey key, elf::Binary& binary, const ReturnSite* owner);
+    void insert_unwinder_hooks(Process& process, pid_t tid);
+    void on_return_probe_hit(Thread& thread, Process& process, const Breakpoint& bp, const user_regs_struct& regs);
+    void on_trampoline_hit(Thread& thread, Process& process, const user_regs_struct& regs);
+    void emit_return(Thread& thread, Process& process, const ReturnFrame& frame, const user_regs_struct& regs,
+                     bool value_known);
+    void restore_return_addresses(pid_t pid);
+    void note_lost_frames();
+    bool by_instructions(const elf::Binary& binary);
+    TrampolineStacks trampolines_;
+    std::vector<std::unique_ptr<ReturnSite>> return_sites_;
+    LostFrames lost_frames_;
+    std::set<std::string> return_notes_;  // said once each
+
+    // -- hold, detach of one process, attach while running (issue 7)
+    void detach_process(pid_t pid, pid_t hitter, uint64_t address, bool leave_stopped);
+    void attach_queued();
+    void wake_loop_until_taken();
+    void insert_queued_probes();
+    Result<void> insert_probe_live(Process& process, size_t probe_index);
+    Result<void> attach_running(pid_t pid);
 
     Process* process_of(pid_t pid) {
         auto it = processes_.find(pid);
@@ -213,11 +264,17 @@ private:
     std::map<std::pair<size_t, ObjectKey>, std::vector<probe::Site>> site_cache_;
     pid_t root_pid_ = 0;
     int root_status_ = 0;
+    std::optional<Error> startup_error_;  // the launched command was refused at its entry point
     bool stopping_ = false;
     bool finished_ = true;
     std::atomic<bool> stop_requested_{false};
     std::atomic<bool> loop_done_{false};
     UniqueFd wake_fd_;
+    std::mutex attach_mutex_;
+    std::vector<pid_t> attach_queue_;
+    std::set<pid_t> attach_after_adopt_;
+    std::vector<ProbeSpec> probe_queue_;  // add_probe, under attach_mutex_
+    std::atomic<pid_t> loop_tid_{0};
 
     // Co-location: a hit is a stop that wakes us and a resume that wakes the
     // thread; with the two on different CPUs each wake-up crosses CPUs and a
@@ -239,15 +296,31 @@ Result<void> PtraceEngine::start(const TraceRequest& request, EventConsumer& con
     request_ = request;
     consumer_ = &consumer;
     if (request.probes.empty()) return Error("no probes given");
-    if (request.command.empty() && request.attach_pids.empty()) return Error("nothing to trace: give a command or -p PID");
+    if (request.command.empty() && request.attach_pids.empty() && !request.keep_running)
+        return Error("nothing to trace: give a command or -p PID");
     for (const auto& spec : request.probes) {
         ProbeStats s;
         s.probe = spec.name;
         stats_.push_back(s);
         const std::string& bin = spec.location.binary;
         if (bin.find('/') != std::string::npos) {
+            // The path must name a file as some target sees it: ours for a
+            // launched command, or any attached process's own (its mount
+            // namespace may differ from ours).
             struct stat st{};
-            if (::stat(bin.c_str(), &st) != 0) return errno_error(bin, errno).context("probe " + spec.name);
+            bool exists = ::stat(bin.c_str(), &st) == 0;
+            int err = errno;
+            if (bin[0] == '/')
+                for (pid_t pid : request.attach_pids)
+                    exists = exists || ::stat(proc::host_path(pid, bin).c_str(), &st) == 0;
+            if (!exists) return errno_error(bin, err).context("probe " + spec.name);
+            // For a command we launch (in our mount namespace, so the path
+            // means the same file to it), an object named by path is checked
+            // now, before anything runs, not when (or whether) it is mapped.
+            if (!request.command.empty()) {
+                if (auto sites = resolver_.resolve(spec, bin); !sites)
+                    return sites.error().context("probe " + spec.name);
+            }
         }
     }
     finished_ = false;
@@ -274,7 +347,8 @@ Result<void> PtraceEngine::start(const TraceRequest& request, EventConsumer& con
 
 Result<void> PtraceEngine::attach(pid_t pid) {
     if (pid <= 0 || ::kill(pid, 0) != 0) {
-        if (pid > 0 && errno == EPERM) return Error("not allowed to trace process " + std::to_string(pid));
+        if (pid > 0 && errno == EPERM)
+            return Error(proc::explain_attach_failure(pid, "not allowed to trace process " + std::to_string(pid)));
         return Error("no process with pid " + std::to_string(pid));
     }
     if (processes_.count(pid)) return {};
@@ -293,8 +367,9 @@ Result<void> PtraceEngine::attach(pid_t pid) {
                 if (tid == pid) {
                     processes_.erase(pid);
                     ever_traced_.pop_back();
-                    return Error("cannot attach to process " + std::to_string(pid) + ": " +
-                                 seized.error().message().substr(seized.error().message().rfind(": ") + 2));
+                    return Error(proc::explain_attach_failure(
+                        pid, "cannot attach to process " + std::to_string(pid) + ": " +
+                                 seized.error().message().substr(seized.error().message().rfind(": ") + 2)));
                 }
                 continue;  // exited meanwhile, or auto-attached through a clone already
             }
@@ -457,8 +532,17 @@ Result<uint64_t> PtraceEngine::find_rendezvous(Process& process) {
 }
 
 bool probe_wants(const ProbeSpec& spec, const Process& process, ObjectKey key, const std::string& path) {
-    if (spec.location.binary.empty()) return key == process.exe;
-    return probe::Resolver::binary_matches(spec.location.binary, path);
+    const std::string& bin = spec.location.binary;
+    if (bin.empty()) return key == process.exe;
+    if (bin.find('/') != std::string::npos) {
+        // A path names a file as the target sees it (it may live in another
+        // mount namespace): compare identities, never path strings.
+        std::string absolute = bin[0] == '/' ? bin : std::filesystem::absolute(bin).string();
+        struct stat st {};
+        return ::stat(proc::host_path(process.pid, absolute).c_str(), &st) == 0 && st.st_dev == key.device &&
+               st.st_ino == key.inode;
+    }
+    return probe::Resolver::binary_matches(bin, path);
 }
 
 // Brings the inserted probes in line with the objects mapped now.
@@ -501,6 +585,7 @@ Result<void> PtraceEngine::sync_objects(Process& process, pid_t tid, bool fail_h
             }
         }
     }
+    if (space.return_trampoline) insert_unwinder_hooks(process, tid);  // a library with the C++ unwinder arrived
     if (fail_hard) {
         for (size_t i = 0; i < request_.probes.size(); ++i) {
             const auto& spec = request_.probes[i];
@@ -557,10 +642,20 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
         };
         SiteProbe sp;
         sp.probe_id = static_cast<uint32_t>(probe_index);
+        // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
+        probe::DwarfSource dwarf;
+        for (const auto& arg : spec.args)
+            if (probe::is_dwarf_arg(arg) && !dwarf.debug_info && dwarf.missing.empty()) dwarf = probe::dwarf_source(resolver_, path);
         for (const auto& arg : spec.args) {
-            UPROBE_TRY(probe::FetchProgram program, probe::compile_fetch(arg, context));
-            sp.needs_fpregs |= program.needs_fpregs;
-            sp.programs.push_back(program);
+            UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
+            sp.needs_fpregs |= program.needs_fpregs();
+            sp.programs.push_back(std::move(program));
+        }
+        if (spec.location.is_return) {
+            UPROBE_CHECK(insert_return_probe(process, tid, site, address, key, *binary, std::move(sp))
+                             .context("at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")")));
+            ++count;
+            continue;
         }
         UPROBE_TRY(auto span, binary->code(site.vaddr, arch::kMaxInstructionLength + 1));
         std::vector<uint8_t> code(span.begin(), span.end());
@@ -568,13 +663,13 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
                          .context("at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")")));
         if (site.marker && site.marker->semaphore_vaddr) {
             uint64_t semaphore = site.marker->semaphore_vaddr + context.load_bias;
-            uint16_t value = 0;
-            UPROBE_CHECK(proc::read_memory(process.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
-            ++value;
-            UPROBE_CHECK(proc::write_memory(process.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
-            auto& raised = process.space->semaphores[semaphore];
-            raised.object = key;
-            raised.raised++;
+            if (!process.space->semaphores.count(semaphore)) {
+                uint16_t value = 0;
+                UPROBE_CHECK(proc::read_memory(process.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
+                ++value;
+                UPROBE_CHECK(proc::write_memory(process.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
+                process.space->semaphores[semaphore] = Semaphore{1, key};
+            }
         }
         ++count;
     }
@@ -600,8 +695,12 @@ Result<void> PtraceEngine::insert_breakpoint(Process& process, pid_t tid, uint64
     if (code.empty()) return Error("no code at " + hex(address));
     uint8_t current = 0;
     UPROBE_CHECK(proc::read_memory(process.pid, address, &current, 1));
-    if (current != code[0])
-        return Error("code at " + hex(address) + " differs from the file (breakpoint of another debugger?)");
+    if (current != code[0]) {
+        if (current == kInt3)
+            return Error(hex(address) + " already holds another tracer's breakpoint (a debugger's, or a kernel "
+                         "uprobe of perf or bpftrace): refusing to probe it");
+        return Error("code at " + hex(address) + " differs from the file (self-modifying or patched code)");
+    }
     UPROBE_TRY(uint64_t slot, allocate_slot(process, tid, address));
     UPROBE_TRY(arch::OutOfLine ool, arch::relocate(code, address, slot));
     UPROBE_CHECK(proc::write_memory(process.pid, slot, ool.code.data(), ool.code.size()));
@@ -710,20 +809,31 @@ Result<int> PtraceEngine::run() {
             nanosleep(&ts, nullptr);
         }
     });
-    while (!processes_.empty() && !stop_requested_.load()) {
+    loop_tid_ = loop_tid;
+    while ((!processes_.empty() || request_.keep_running) && !stop_requested_.load()) {
+        attach_queued();
+        insert_queued_probes();
         if (threads_.size() != placed_for_threads_) update_colocation();
         int status = 0;
         pid_t tid = ::waitpid(-1, &status, __WALL);
         if (tid < 0) {
             if (errno == EINTR) continue;
+            // Global mode with nothing traced: sleep until add_process or
+            // stop() signal us (both repeat their signal until heard).
+            if (errno == ECHILD && request_.keep_running) {
+                ::pause();
+                continue;
+            }
             break;  // ECHILD: nothing left
         }
         handle_status(tid, status);
     }
+    loop_tid_ = 0;
     loop_done_ = true;
     stop();  // release the helper
     waker.join();
     detach_all();
+    if (startup_error_) return *startup_error_;
     return root_status_;
 }
 
@@ -777,6 +887,7 @@ void PtraceEngine::handle_status(pid_t tid, int status) {
         pid_t pid = thread.pid;
         if (Process* p = process_of(pid)) p->threads.erase(tid);
         threads_.erase(it);
+        trampolines_.forget(tid);
         if (tid == pid) process_exited(pid, status);
         return;
     }
@@ -824,7 +935,8 @@ void PtraceEngine::handle_stop(Thread& thread, int status) {
     resume(thread, signal);
 }
 
-void PtraceEngine::emit(Thread& thread, Process& process, const Breakpoint& bp, const user_regs_struct& regs) {
+HeldOutcome PtraceEngine::emit(Thread& thread, Process& process, const Breakpoint& bp, const user_regs_struct& regs) {
+    bool rewound = false;
     Event event;
     event.pid = process.pid;
     event.tid = thread.tid;
@@ -849,10 +961,22 @@ void PtraceEngine::emit(Thread& thread, Process& process, const Breakpoint& bp, 
         event.is_return = spec.location.is_return;
         event.args.clear();
         for (size_t i = 0; i < sp.programs.size(); ++i)
-            event.args.push_back(EventArg{spec.args[i].name, probe::evaluate(sp.programs[i], regs, memory, context)});
+            probe::evaluate_arg(spec.args[i].name, sp.programs[i], regs, memory, context, event.args);
         stats_[sp.probe_id].hits++;
-        consumer_->on_event(event);
+        user_regs_struct at_probe = regs;
+        at_probe.rip = bp.address;
+        // An unwinder reading the thread itself must see the probe address,
+        // not the byte after our int3; the resume sets rip again anyway.
+        if (request_.rewind_pc && !rewound) rewound = proc::set_rip(thread.tid, bp.address).ok();
+        HitAction action = consumer_->on_hit(event, at_probe);
+        if (action == HitAction::Detach) return HeldOutcome::Detach;
+        if (action == HitAction::Hold) {
+            if (!rewound) rewound = proc::set_rip(thread.tid, bp.address).ok();
+            HeldOutcome outcome = consumer_->on_hold(event, HeldThread{process.pid, thread.tid, at_probe});
+            if (outcome != HeldOutcome::Resume) return outcome;
+        }
     }
+    return HeldOutcome::Resume;
 }
 
 void PtraceEngine::handle_trap(Thread& thread) {
@@ -860,6 +984,10 @@ void PtraceEngine::handle_trap(Thread& thread) {
     auto regs = proc::get_regs(thread.tid);
     if (!process || !regs) {
         if (!stopping_) resume(thread, SIGTRAP);
+        return;
+    }
+    if (process->space->return_trampoline && regs->rip - 1 == process->space->return_trampoline) {
+        on_trampoline_hit(thread, *process, *regs);
         return;
     }
     auto& bps = process->space->breakpoints;
@@ -871,7 +999,20 @@ void PtraceEngine::handle_trap(Thread& thread) {
         return;
     }
     Breakpoint& bp = it->second;
-    if (!bp.probes.empty() && !process->silent) emit(thread, *process, bp, *regs);
+    if (!bp.probes.empty() && !process->silent && bp.internal == Internal::None) {
+        HeldOutcome outcome = emit(thread, *process, bp, *regs);
+        // A hit while one process is being attached or detached cannot
+        // start another detach: it runs on through its slot.
+        if (outcome != HeldOutcome::Resume && !stopping_) {
+            detach_process(process->pid, thread.tid, bp.address, outcome == HeldOutcome::DetachStopped);
+            return;
+        }
+    } else if (!bp.probes.empty() && !process->silent) {
+        emit(thread, *process, bp, *regs);  // internal breakpoints cannot hold
+    }
+    if (!process->silent && (!bp.returns.empty() || bp.exit != ExitRole::None || bp.internal == Internal::Unwind ||
+                             bp.internal == Internal::CatchBegin))
+        on_return_probe_hit(thread, *process, bp, *regs);
     const uint64_t address = bp.address;
     uint64_t next = bp.slot;
     const Internal internal = bp.internal;
@@ -884,7 +1025,18 @@ void PtraceEngine::handle_trap(Thread& thread) {
         } else {
             bp.internal = Internal::None;
         }
-        if (auto synced = sync_objects(*process, thread.tid, false); !synced) note(synced.error().message());
+        // For the launched command, a probe these libraries refuse (a
+        // missing marker or function in a library named by soname) fails the
+        // whole trace here, before main() runs, like a refusal at start.
+        if (auto synced = sync_objects(*process, thread.tid, process->root); !synced) {
+            if (!process->root) {
+                note(synced.error().message());
+            } else {
+                startup_error_ = synced.error();
+                ::kill(process->pid, SIGKILL);
+                return;
+            }
+        }
         if (auto rendezvous = find_rendezvous(*process); rendezvous && *rendezvous) {
             uint8_t bytes[16];
             if (proc::read_memory(process->pid, *rendezvous, bytes, sizeof bytes)) {
@@ -917,7 +1069,7 @@ void PtraceEngine::handle_new_child(Thread& parent, pid_t child, int event) {
         }
         return;
     }
-    pending_children_[child] = PendingChild{parent.pid, event == PTRACE_EVENT_VFORK};
+    pending_children_[child] = PendingChild{parent.pid, event == PTRACE_EVENT_VFORK, parent.tid};
     if (auto early = early_stops_.find(child); early != early_stops_.end()) {
         int status = early->second;
         early_stops_.erase(early);
@@ -941,9 +1093,16 @@ void PtraceEngine::adopt_child_with(pid_t child, int status) {
     }
     if (!follow && !pending.vfork) {
         AddressSpace copy = *parent->space;
+        // The child's stack is a copy of the forking thread's, hijacked
+        // return addresses included: they would run into our trampoline.
+        if (copy.return_trampoline)
+            (void)trampolines_.restore(child, pending.forking_thread, copy.return_trampoline, nullptr);
         remove_breakpoint_bytes(child, copy);
         unpin(child);
         (void)proc::detach(child, 0);
+        // Global mode asked for this child while it was still ours to clean.
+        if (attach_after_adopt_.erase(child))
+            if (auto attached = attach_running(child); !attached) note(attached.error().message());
         return;
     }
     Process& process = processes_[child];
@@ -953,6 +1112,7 @@ void PtraceEngine::adopt_child_with(pid_t child, int status) {
     process.space = pending.vfork ? parent->space : std::make_shared<AddressSpace>(*parent->space);
     process.threads.insert(child);
     if (follow) ever_traced_.push_back(child);
+    if (follow && !pending.vfork) trampolines_.copy_thread(pending.forking_thread, child);
     Thread& thread = threads_[child] = Thread{child, child, true, false, 0, {}};
     if (!stopping_) resume(thread);
 }
@@ -962,6 +1122,8 @@ void PtraceEngine::handle_exec(Thread& thread) {
     Process* process = process_of(pid);
     if (!process) return;
     // Every other thread is gone (execve(2)); the leader carries on.
+    for (pid_t tid : process->threads) trampolines_.forget(tid);
+    trampolines_.forget(thread.tid);
     for (pid_t tid : process->threads)
         if (tid != thread.tid) threads_.erase(tid);
     process->threads = {thread.tid};
@@ -983,6 +1145,7 @@ void PtraceEngine::process_exited(pid_t pid, int status) {
     if (pid == root_pid_) root_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (Process* p = process_of(pid)) {
         for (pid_t tid : p->threads) threads_.erase(tid);
+        for (pid_t tid : p->threads) trampolines_.forget(tid);
     }
     processes_.erase(pid);
 }
@@ -1050,6 +1213,8 @@ void PtraceEngine::detach_all() {
         if (!again) break;
         (void)wait_for_all_stopped();
     }
+    for (auto& [pid, process] : processes_) restore_return_addresses(pid);
+    note_lost_frames();
     std::set<AddressSpace*> cleaned;
     for (auto& [pid, process] : processes_) {
         if (cleaned.insert(process.space.get()).second) remove_breakpoint_bytes(pid, *process.space);
@@ -1058,6 +1223,661 @@ void PtraceEngine::detach_all() {
     threads_.clear();
     processes_.clear();
     finished_ = true;
+}
+
+// ------------------------------------------- one process at a time (issue 7)
+// Hold outcomes and global mode act on one process while the others stay
+// traced and running, so these wait for that process's threads only
+// (waitpid on each tid), never for the whole session.
+
+void PtraceEngine::add_process(pid_t pid) {
+    {
+        std::lock_guard lock(attach_mutex_);
+        attach_queue_.push_back(pid);
+    }
+    wake_loop_until_taken();
+}
+
+Result<void> PtraceEngine::add_probe(const ProbeSpec& spec) {
+    {
+        std::lock_guard lock(attach_mutex_);
+        probe_queue_.push_back(spec);
+    }
+    wake_loop_until_taken();
+    return {};
+}
+
+void PtraceEngine::wake_loop_until_taken() {
+    // As for stop(): one signal could land just before waitpid blocks, so
+    // repeat it until the loop has taken the requests.
+    const pid_t self = static_cast<pid_t>(::syscall(SYS_gettid));
+    for (;;) {
+        {
+            std::lock_guard lock(attach_mutex_);
+            if (attach_queue_.empty() && probe_queue_.empty()) return;
+        }
+        pid_t loop = loop_tid_.load();
+        if (loop == 0 || loop == self) return;  // taken when the loop (re)starts
+        ::syscall(SYS_tgkill, ::getpid(), loop, SIGURG);
+        struct timespec ts{0, 1000000};
+        nanosleep(&ts, nullptr);
+    }
+}
+
+void PtraceEngine::insert_queued_probes() {
+    std::vector<ProbeSpec> specs;
+    {
+        std::lock_guard lock(attach_mutex_);
+        specs.swap(probe_queue_);
+    }
+    for (auto& spec : specs) {
+        const size_t index = request_.probes.size();
+        request_.probes.push_back(std::move(spec));
+        ProbeStats stats;
+        stats.probe = request_.probes.back().name;
+        stats_.push_back(stats);
+        // Objects mapped later get it through sync_objects like every probe.
+        // Stops handled meanwhile may add or remove processes: go by pid.
+        std::vector<pid_t> pids;
+        for (auto& [pid, process] : processes_) pids.push_back(pid);
+        std::set<AddressSpace*> done;
+        for (pid_t pid : pids) {
+            Process* process = process_of(pid);
+            if (!process || process->silent || !done.insert(process->space.get()).second) continue;
+            if (auto inserted = insert_probe_live(*process, index); !inserted)
+                note(inserted.error().context("probe " + stats.probe).message());
+        }
+    }
+}
+
+// Inserting needs one stopped thread of the process (out-of-line areas are
+// mapped with a remote mmap); the others run on, as when a dlopen brings
+// new objects.
+Result<void> PtraceEngine::insert_probe_live(Process& process, size_t probe_index) {
+    if (process.threads.empty()) return {};
+    pid_t tid = 0;
+    for (pid_t t : process.threads)
+        if (auto it = threads_.find(t); it != threads_.end() && it->second.stopped) tid = t;
+    const bool we_stop = tid == 0;
+    const pid_t pid = process.pid;
+    const bool was_stopping = stopping_;
+    if (we_stop) {
+        tid = *process.threads.begin();
+        stopping_ = true;
+        (void)proc::interrupt(tid);
+        for (;;) {
+            auto it = threads_.find(tid);
+            if (it == threads_.end() || it->second.stopped) break;
+            int status = 0;
+            pid_t got = ::waitpid(tid, &status, __WALL);
+            if (got == tid) handle_status(tid, status);
+            else if (got < 0 && errno != EINTR) break;
+        }
+        stopping_ = was_stopping;
+        if (!threads_.count(tid) || !process_of(pid)) return Error("process " + std::to_string(pid) + " exited");
+    }
+    Result<void> outcome;
+    auto maps = proc::read_maps(pid);
+    if (!maps) {
+        outcome = maps.error();
+    } else {
+        std::set<ObjectKey> seen;
+        for (const auto& m : *maps) {
+            if (m.inode == 0 || !m.exec) continue;
+            ObjectKey key{m.device, m.inode};
+            if (!process.space->objects.count(key) || !seen.insert(key).second) continue;
+            std::string path = proc::host_path(pid, m.path);
+            if (!probe_wants(request_.probes[probe_index], process, key, path)) continue;
+            if (auto inserted = insert_probe_sites(process, tid, m, *maps, probe_index); !inserted) outcome = inserted;
+        }
+    }
+    if (we_stop && !stopping_)
+        if (auto it = threads_.find(tid); it != threads_.end() && it->second.stopped)
+            resume(it->second, std::exchange(it->second.pending_signal, 0));
+    return outcome;
+}
+
+void PtraceEngine::attach_queued() {
+    std::vector<pid_t> pids;
+    {
+        std::lock_guard lock(attach_mutex_);
+        pids.swap(attach_queue_);
+    }
+    for (pid_t pid : pids)
+        if (auto attached = attach_running(pid); !attached) note(attached.error().message());
+}
+
+Result<void> PtraceEngine::attach_running(pid_t pid) {
+    if (processes_.count(pid)) return {};
+    // A fresh child of a traced process: still attached to us (fork
+    // events) until adopt_child_with cleans and detaches it.
+    if (pending_children_.count(pid) || early_stops_.count(pid)) {
+        attach_after_adopt_.insert(pid);
+        return {};
+    }
+    if (pid <= 0 || ::kill(pid, 0) != 0) return Error("process " + std::to_string(pid) + " is gone");
+    Process& process = processes_[pid];
+    process.pid = pid;
+    process.space = std::make_shared<AddressSpace>();
+    const bool was_stopping = stopping_;
+    stopping_ = true;
+    auto threads_of = [this, pid] {
+        Process* p = process_of(pid);
+        return p ? p->threads : std::set<pid_t>{};
+    };
+    for (bool grew = true; grew;) {
+        grew = false;
+        auto tids = proc::list_threads(pid);
+        if (!tids) break;
+        for (pid_t tid : *tids) {
+            if (threads_.count(tid)) continue;
+            if (!proc::seize(tid, kOptions)) continue;  // exited, or traced by someone else
+            threads_[tid] = Thread{tid, pid, false, false, 0, {}};
+            process.threads.insert(tid);
+            grew = true;
+            (void)proc::interrupt(tid);
+        }
+    }
+    if (process.threads.empty()) {
+        processes_.erase(pid);
+        stopping_ = was_stopping;
+        return Error("cannot attach to process " + std::to_string(pid));
+    }
+    ever_traced_.push_back(pid);
+    for (bool waiting = true; waiting;) {
+        waiting = false;
+        for (pid_t tid : threads_of()) {
+            auto it = threads_.find(tid);
+            if (it == threads_.end() || it->second.stopped) continue;
+            waiting = true;
+            int status = 0;
+            pid_t got = ::waitpid(tid, &status, __WALL);
+            if (got == tid) handle_status(tid, status);
+            else if (got < 0 && errno != EINTR) threads_.erase(tid);
+            break;  // the set may have changed
+        }
+    }
+    Process* attached = process_of(pid);
+    if (!attached || attached->threads.empty()) {
+        stopping_ = was_stopping;
+        return Error("process " + std::to_string(pid) + " exited while being attached");
+    }
+    note("attached to " + std::to_string(pid) + " (" + std::to_string(attached->threads.size()) + " threads)");
+    auto ready = setup_image(*attached, *attached->threads.begin(), false, false);
+    if (!ready) {
+        remove_breakpoint_bytes(pid, *attached->space);
+        for (pid_t tid : attached->threads) {
+            (void)proc::detach(tid, threads_[tid].pending_signal);
+            threads_.erase(tid);
+        }
+        processes_.erase(pid);
+        stopping_ = was_stopping;
+        return ready.error().context("process " + std::to_string(pid));
+    }
+    stopping_ = was_stopping;
+    if (!stopping_) {
+        for (pid_t tid : attached->threads)
+            if (auto it = threads_.find(tid); it != threads_.end() && it->second.stopped)
+                resume(it->second, std::exchange(it->second.pending_signal, 0));
+    }
+    return {};
+}
+
+// The hitting thread goes back to the probe address with the original byte
+// restored, so it runs the probed instruction itself; with leave_stopped it
+// is detached with SIGSTOP (PTRACE_DETACH's signal, ptrace(2)), which puts
+// the process in a group-stop right there, before that instruction runs:
+// where `gdb -p` finds it.
+void PtraceEngine::detach_process(pid_t pid, pid_t hitter, uint64_t address, bool leave_stopped) {
+    Process* process = process_of(pid);
+    if (!process) return;
+    const bool was_stopping = stopping_;
+    stopping_ = true;
+    for (pid_t tid : process->threads)
+        if (auto it = threads_.find(tid); it != threads_.end() && !it->second.stopped) (void)proc::interrupt(tid);
+    auto wait_all = [&] {
+        for (bool waiting = true; waiting;) {
+            waiting = false;
+            Process* p = process_of(pid);
+            if (!p) return;
+            for (pid_t tid : p->threads) {
+                auto it = threads_.find(tid);
+                if (it == threads_.end() || it->second.stopped) continue;
+                waiting = true;
+                int status = 0;
+                pid_t got = ::waitpid(tid, &status, __WALL);
+                if (got == tid) handle_status(tid, status);
+                else if (got < 0 && errno != EINTR) {
+                    p->threads.erase(tid);
+                    threads_.erase(tid);
+                }
+                break;  // the set may have changed
+            }
+        }
+    };
+    wait_all();
+    // As in detach_all: a SIGTRAP of one of our int3s may still be pending.
+    for (int round = 0; round < 8; ++round) {
+        Process* p = process_of(pid);
+        if (!p) break;
+        bool again = false;
+        for (pid_t tid : p->threads) {
+            auto it = threads_.find(tid);
+            if (it == threads_.end() || !it->second.stopped || !sigtrap_pending(tid)) continue;
+            it->second.stopped = false;
+            (void)proc::resume(tid, proc::Resume::Continue, 0);
+            again = true;
+        }
+        if (!again) break;
+        wait_all();
+    }
+    process = process_of(pid);
+    if (process) {
+        restore_return_addresses(pid);
+        remove_breakpoint_bytes(pid, *process->space);
+        if (threads_.count(hitter)) (void)proc::set_rip(hitter, address);
+        for (pid_t tid : process->threads) {
+            auto it = threads_.find(tid);
+            if (it == threads_.end()) continue;
+            unpin(tid);
+            int signal = it->second.pending_signal;
+            if (leave_stopped && tid == hitter) signal = SIGSTOP;
+            (void)proc::detach(tid, signal);
+            threads_.erase(it);
+        }
+        note("detached from " + std::to_string(pid) + (leave_stopped ? ", left stopped" : ""));
+        processes_.erase(pid);
+        // The SIGSTOP is delivered after the detach, asynchronously: return
+        // only once the process sits in its group-stop, so that whoever
+        // looks next (gdb -p, a test) finds it stopped. Bounded: a process
+        // that dies or is continued meanwhile ends the wait.
+        for (int i = 0; leave_stopped && i < 20000; ++i) {
+            std::string state = proc::process_state(pid);
+            if (state != "R" && state != "S" && state != "D") break;
+            struct timespec ts{0, 50000};
+            nanosleep(&ts, nullptr);
+        }
+    }
+    stopping_ = was_stopping;
+}
+
+// ---------------------------------------------------------------- return probes
+// The mechanisms are in return_probes.hpp; this is their glue to the
+// engine's breakpoints, threads and events.
+
+// Go's runtime checks return addresses while it moves and scans stacks
+// ("unexpected return pc"), so a trampoline would crash it: Go objects get
+// instruction-mode return probes under --return-mode=auto.
+bool PtraceEngine::by_instructions(const elf::Binary& binary) {
+    switch (request_.return_mode) {
+        case ReturnMode::Trampoline:
+            return false;
+        case ReturnMode::Instructions:
+            return true;
+        case ReturnMode::Auto:
+            break;
+    }
+    if (Elf* elf = binary.elf()) {
+        size_t strings = 0;
+        if (elf_getshdrstrndx(elf, &strings) == 0) {
+            for (Elf_Scn* scn = elf_nextscn(elf, nullptr); scn; scn = elf_nextscn(elf, scn)) {
+                GElf_Shdr header;
+                if (!gelf_getshdr(scn, &header)) continue;
+                const char* name = elf_strptr(elf, strings, header.sh_name);
+                if (name &&
+                    (std::strcmp(name, ".go.buildinfo") == 0 || std::strcmp(name, ".note.go.buildid") == 0))
+                    return true;
+            }
+        }
+    }
+    return !binary.find_functions("runtime.main").empty();
+}
+
+Result<void> PtraceEngine::insert_return_probe(Process& process, pid_t tid, const probe::Site& site,
+                                               uint64_t address, ObjectKey key, elf::Binary& binary,
+                                               SiteProbe compiled) {
+    const ProbeSpec& spec = request_.probes[compiled.probe_id];
+    AddressSpace& space = *process.space;
+    auto rs = std::make_unique<ReturnSite>();
+    rs->probe_id = compiled.probe_id;
+    rs->function = address;
+    rs->by_instructions = by_instructions(binary);
+    for (size_t i = 0; i < compiled.programs.size(); ++i) {
+        const probe::ArgProgram& program = compiled.programs[i];
+        bool at_entry = !program.is_dwarf && program.plain.at_entry;
+        rs->has_entry_programs |= at_entry;
+        (at_entry ? rs->entry_needs_fpregs : rs->return_needs_fpregs) |= program.needs_fpregs();
+        rs->reads_retval.push_back(i < spec.args.size() && spec.args[i].fetch.kind == FetchKind::RetVal);
+    }
+    bool timed = std::any_of(spec.args.begin(), spec.args.end(),
+                             [](const ArgSpec& a) { return a.fetch.kind == FetchKind::Duration; });
+    rs->needs_entry = !rs->by_instructions || rs->has_entry_programs || timed;
+    rs->programs = std::move(compiled.programs);
+    if (rs->by_instructions) {
+        UPROBE_CHECK(insert_function_exits(process, tid, site, address - site.vaddr, key, binary, rs.get()));
+        if (!rs->needs_entry) {
+            stats_[rs->probe_id].sites++;
+            return_sites_.push_back(std::move(rs));
+            return {};
+        }
+    } else if (!space.return_trampoline) {
+        UPROBE_TRY(uint64_t trampoline, allocate_slot(process, tid, address));
+        UPROBE_CHECK(proc::write_memory(process.pid, trampoline, &kInt3, 1).context("return trampoline"));
+        space.return_trampoline = trampoline;
+        insert_unwinder_hooks(process, tid);
+    }
+    UPROBE_TRY(auto span, binary.code(site.vaddr, arch::kMaxInstructionLength + 1));
+    std::vector<uint8_t> code(span.begin(), span.end());
+    UPROBE_CHECK(insert_breakpoint(process, tid, address, code, key, std::nullopt, Internal::None));
+    auto& entered = space.breakpoints[address].returns;
+    std::erase_if(entered, [&rs](const ReturnSite* x) { return x->probe_id == rs->probe_id; });
+    entered.push_back(rs.get());
+    stats_[rs->probe_id].sites++;
+    return_sites_.push_back(std::move(rs));
+    return {};
+}
+
+// Instruction mode: a breakpoint on every exit of the function. A direct
+// tail jump into a function whose only exits are rets is followed (its rets
+// get exit breakpoints too), so the jumping function reports its return
+// when the callee returns, with the callee's value.
+Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, const probe::Site& site,
+                                                 uint64_t bias, ObjectKey key, elf::Binary& binary,
+                                                 const ReturnSite* owner) {
+    if (site.function_size == 0)
+        return Error("the size of " + site.function +
+                     " is unknown: cannot find its returns; use --return-mode=trampoline");
+    UPROBE_TRY(auto bytes, binary.code(site.function_vaddr, site.function_size));
+    std::vector<CodeRange> parts = {{site.function_vaddr, bytes}};
+    if (const auto* symbol = binary.function_containing(site.function_vaddr)) {
+        for (const auto* cold : binary.find_functions(symbol->name + ".cold")) {
+            if (cold->name != symbol->name + ".cold" || cold->size == 0) continue;
+            if (auto cold_bytes = binary.code(cold->vaddr, cold->size))
+                parts.push_back({cold->vaddr, *cold_bytes});
+        }
+    }
+    UPROBE_TRY(FunctionExits exits, find_function_exits(parts, site.function));
+    auto place = [&](uint64_t vaddr, ExitRole role, const ReturnSite* of) -> Result<void> {
+        std::optional<std::span<const uint8_t>> code;
+        for (size_t length : {arch::kMaxInstructionLength + 1, size_t{8}, size_t{5}, size_t{1}}) {
+            if (auto got = binary.code(vaddr, length)) {
+                code = *got;
+                break;
+            }
+        }
+        if (!code) return Error("no code at " + hex(vaddr));
+        uint64_t address = vaddr + bias;
+        UPROBE_CHECK(insert_breakpoint(process, tid, address, {code->begin(), code->end()}, key, std::nullopt,
+                                       Internal::None));
+        Breakpoint& bp = process.space->breakpoints[address];
+        if (bp.exit == ExitRole::None || role == ExitRole::Return) bp.exit = role;
+        if (of) {
+            // A probe placed again (its object was unmapped and mapped back)
+            // replaces its old self.
+            ExitInfo& info = process.space->exits[address];
+            auto& owners = of->needs_entry ? info.framed : info.frameless;
+            std::erase_if(owners, [of](const ReturnSite* x) { return x->probe_id == of->probe_id; });
+            owners.push_back(of);
+        }
+        return {};
+    };
+    for (uint64_t ret : exits.returns) UPROBE_CHECK(place(ret, ExitRole::Return, owner));
+    for (const auto& jump : exits.tail_jumps) {
+        bool followed = false;
+        const elf::Binary::Symbol* callee = binary.function_containing(jump.target);
+        if (callee && callee->vaddr == jump.target && callee->size) {
+            auto callee_bytes = binary.code(callee->vaddr, callee->size);
+            auto callee_exits = callee_bytes ? find_function_exits({CodeRange{callee->vaddr, *callee_bytes}},
+                                                                   callee->demangled)
+                                             : Result<FunctionExits>(callee_bytes.error());
+            if (callee_exits && callee_exits->tail_jumps.empty()) {
+                for (uint64_t ret : callee_exits->returns)
+                    UPROBE_CHECK(place(ret, ExitRole::Return, nullptr));
+                followed = true;
+                ExitInfo& info = process.space->exits[jump.address + bias];
+                info.callee_start = callee->vaddr + bias;
+                info.callee_end = callee->vaddr + callee->size + bias;
+            }
+        }
+        UPROBE_CHECK(place(jump.address, followed ? ExitRole::FollowedTailJump : ExitRole::TailJump,
+                           owner->needs_entry ? nullptr : owner));
+    }
+    return {};
+}
+
+// The C++ unwinder reads return addresses from the stack; a trampoline
+// address there has no unwind info and would end in std::terminate. So the
+// unwinder's entry points (libgcc_s, or the executable when linked
+// statically) put the originals back first, and the catch (libstdc++'s
+// __cxa_begin_catch) takes the frames that survived again.
+void PtraceEngine::insert_unwinder_hooks(Process& process, pid_t tid) {
+    static const std::pair<const char*, Internal> hooks[] = {
+        {"_Unwind_RaiseException", Internal::Unwind}, {"_Unwind_Resume", Internal::Unwind},
+        {"_Unwind_ForcedUnwind", Internal::Unwind},   {"_Unwind_Resume_or_Rethrow", Internal::Unwind},
+        {"__cxa_begin_catch", Internal::CatchBegin},
+    };
+    auto maps = proc::read_maps(process.pid);
+    if (!maps) return;
+    AddressSpace& space = *process.space;
+    for (const auto& m : *maps) {
+        if (m.inode == 0 || !m.exec) continue;
+        ObjectKey key{m.device, m.inode};
+        if (!space.unwinder_scanned.insert(key).second) continue;
+        std::string base = m.path.substr(m.path.rfind('/') + 1);
+        if (!(key == process.exe || starts_with(base, "libgcc_s") || starts_with(base, "libstdc++")))
+            continue;
+        auto binary = resolver_.binary(proc::host_path(process.pid, m.path));
+        if (!binary) continue;
+        for (const auto& [name, kind] : hooks) {
+            for (const auto* symbol : (*binary)->find_functions(name)) {
+                if (symbol->name != name) continue;
+                auto offset = (*binary)->vaddr_to_offset(symbol->vaddr);
+                if (!offset) continue;
+                for (const auto& home : *maps) {
+                    if (home.device != key.device || home.inode != key.inode || !home.exec) continue;
+                    if (*offset < home.file_offset || *offset >= home.file_offset + (home.end - home.start))
+                        continue;
+                    auto code = (*binary)->code(symbol->vaddr, arch::kMaxInstructionLength + 1);
+                    if (!code) break;
+                    uint64_t address = home.start + (*offset - home.file_offset);
+                    auto inserted = insert_breakpoint(process, tid, address, {code->begin(), code->end()},
+                                                      key, std::nullopt, kind);
+                    if (!inserted)
+                        note("return probes: exceptions through probed functions may fail: " +
+                             inserted.error().message());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+void PtraceEngine::on_return_probe_hit(Thread& thread, Process& process, const Breakpoint& bp,
+                                       const user_regs_struct& regs) {
+    AddressSpace& space = *process.space;
+    const uint64_t trampoline = space.return_trampoline;
+    if (bp.internal == Internal::Unwind && trampoline)
+        trampolines_.unwinding(process.pid, thread.tid, trampoline);
+    if (bp.internal == Internal::CatchBegin && trampoline)
+        trampolines_.caught(process.pid, thread.tid, regs.rsp, trampoline, lost_frames_);
+    if (!bp.returns.empty()) {
+        ReturnFrame frame;
+        frame.entry_ns = monotonic_ns();
+        frame.slot = regs.rsp;
+        std::optional<user_fpregs_struct> fpregs;
+        probe::ProcessMemoryReader memory(process.pid);
+        probe::FetchContext context;
+        context.pid = process.pid;
+        context.tid = thread.tid;
+        context.comm = comm_of(thread);
+        context.string_max = request_.string_max;
+        for (const ReturnSite* rs : bp.returns) {
+            PendingReturn pending{rs, {}};
+            if (rs->has_entry_programs) {
+                if (rs->entry_needs_fpregs && !fpregs)
+                    if (auto fp = proc::get_fpregs(thread.tid)) fpregs = *fp;
+                context.fpregs = fpregs ? &*fpregs : nullptr;
+                const ProbeSpec& spec = request_.probes[rs->probe_id];
+                pending.entry_values.resize(rs->programs.size());
+                for (size_t i = 0; i < rs->programs.size(); ++i) {
+                    const auto& program = rs->programs[i];
+                    if (!program.is_dwarf && program.plain.at_entry)
+                        probe::evaluate_arg(spec.args[i].name, program, regs, memory, context,
+                                            pending.entry_values[i]);
+                }
+            }
+            frame.returns.push_back(std::move(pending));
+        }
+        if (bp.returns.front()->by_instructions) {
+            space.exit_frames.enter(std::move(frame), bp.address);
+        } else if (trampoline) {
+            auto entered = trampolines_.enter(process.pid, thread.tid, regs.rsp, trampoline, std::move(frame),
+                                              lost_frames_);
+            if (!entered && return_notes_.insert(entered.error().message()).second)
+                note("return probe: " + entered.error().message() + " (that return is not reported)");
+        }
+    }
+    if (bp.exit == ExitRole::None) return;
+    auto info = space.exits.find(bp.address);
+    ReturnFrame own;  // the probes of this function that have no entry breakpoint
+    own.slot = regs.rsp;
+    if (info != space.exits.end())
+        for (const ReturnSite* rs : info->second.frameless) own.returns.push_back(PendingReturn{rs, {}});
+    switch (bp.exit) {
+        case ExitRole::None:
+            break;
+        case ExitRole::Return: {
+            auto frames = space.exit_frames.returned(regs.rsp, bp.address);
+            if (info != space.exits.end()) {
+                for (const ReturnSite* rs : info->second.framed) {
+                    bool found = false;
+                    for (const auto& f : frames)
+                        for (const auto& pending : f.returns) found |= pending.site == rs;
+                    if (!found) own.returns.push_back(PendingReturn{rs, {}});
+                }
+            }
+            if (!own.returns.empty()) emit_return(thread, process, own, regs, true);
+            for (const auto& f : frames) emit_return(thread, process, f, regs, true);
+            break;
+        }
+        case ExitRole::TailJump:
+            if (!own.returns.empty()) emit_return(thread, process, own, regs, false);
+            for (const auto& f : space.exit_frames.left_by_jump(regs.rsp))
+                emit_return(thread, process, f, regs, false);
+            break;
+        case ExitRole::FollowedTailJump:
+            if (info != space.exits.end())
+                space.exit_frames.jumped_into(regs.rsp, info->second.callee_start, info->second.callee_end,
+                                              std::move(own));
+            break;
+    }
+}
+
+void PtraceEngine::on_trampoline_hit(Thread& thread, Process& process, const user_regs_struct& regs) {
+    uint64_t resume_at = 0;
+    auto frames = trampolines_.returned(thread.tid, regs.rsp, &resume_at, lost_frames_);
+    if (!process.silent)
+        for (const auto& f : frames) emit_return(thread, process, f, regs, true);
+    if (!resume_at) {
+        // No record of where this return goes: cannot happen unless the
+        // program copied a hijacked return address elsewhere. Running on
+        // would execute garbage; a segmentation fault is the honest end.
+        note("thread " + std::to_string(thread.tid) +
+             " returned through the return-probe trampoline at an unknown "
+             "stack address " +
+             hex(regs.rsp - 8) + "; delivering SIGSEGV");
+        if (stopping_)
+            thread.pending_signal = SIGSEGV;
+        else
+            resume(thread, SIGSEGV);
+        return;
+    }
+    if (!proc::set_rip(thread.tid, resume_at)) return;  // died meanwhile
+    if (!stopping_) resume(thread);
+}
+
+void PtraceEngine::emit_return(Thread& thread, Process& process, const ReturnFrame& frame,
+                               const user_regs_struct& regs, bool value_known) {
+    const uint64_t now = monotonic_ns();
+    std::optional<user_fpregs_struct> fpregs;
+    probe::ProcessMemoryReader memory(process.pid);
+    probe::FetchContext context;
+    context.pid = process.pid;
+    context.tid = thread.tid;
+    context.string_max = request_.string_max;
+    Event event;
+    event.pid = process.pid;
+    event.tid = thread.tid;
+    event.ts_ns = now;
+    event.comm = comm_of(thread);
+    context.comm = event.comm;
+    event.is_return = true;
+    if (frame.entry_ns) {
+        event.duration_ns = now >= frame.entry_ns ? now - frame.entry_ns : 0;
+        context.duration_ns = event.duration_ns;
+    }
+    for (const PendingReturn& pending : frame.returns) {
+        const ReturnSite& rs = *pending.site;
+        const ProbeSpec& spec = request_.probes[rs.probe_id];
+        if (rs.return_needs_fpregs && value_known && !fpregs)
+            if (auto fp = proc::get_fpregs(thread.tid)) fpregs = *fp;
+        context.fpregs = fpregs ? &*fpregs : nullptr;
+        event.probe_id = rs.probe_id;
+        event.probe = spec.name;
+        event.addr = rs.function;
+        event.args.clear();
+        for (size_t i = 0; i < rs.programs.size(); ++i) {
+            const auto& program = rs.programs[i];
+            if (!program.is_dwarf && program.plain.at_entry) {
+                if (i < pending.entry_values.size())
+                    event.args.insert(event.args.end(), pending.entry_values[i].begin(),
+                                      pending.entry_values[i].end());
+                else
+                    event.args.push_back(
+                        EventArg{spec.args[i].name, Value::make_error("unknown: entry not seen")});
+            } else if (!frame.entry_ns && !program.is_dwarf &&
+                       program.plain.format == probe::FetchFormat::Duration) {
+                event.args.push_back(
+                    EventArg{spec.args[i].name, Value::make_error("unknown: entry not seen")});
+            } else if (!value_known && rs.reads_retval[i]) {
+                event.args.push_back(
+                    EventArg{spec.args[i].name, Value::make_error("unknown: left by a tail jump")});
+            } else {
+                probe::evaluate_arg(spec.args[i].name, program, regs, memory, context, event.args);
+            }
+        }
+        stats_[rs.probe_id].hits++;
+        // Where the function returns to (trampoline) or its ret (instructions).
+        // A return event cannot hold its thread: the action is not asked.
+        user_regs_struct at_return = regs;
+        at_return.rip = frame.original ? frame.original : regs.rip - 1;
+        (void)consumer_->on_hit(event, at_return);
+    }
+}
+
+// Before detaching: every hijacked return address goes back to its slot,
+// and a thread standing on the trampoline goes to its return address, so
+// the program runs on untraced as if never probed.
+void PtraceEngine::restore_return_addresses(pid_t pid) {
+    Process* process = process_of(pid);
+    if (!process) return;
+    if (const uint64_t trampoline = process->space->return_trampoline) {
+        for (pid_t tid : process->threads) {
+            auto regs = proc::get_regs(tid);
+            user_regs_struct* at = regs ? &*regs : nullptr;
+            if (trampolines_.restore(pid, tid, trampoline, at)) (void)proc::set_regs(tid, *at);
+            trampolines_.forget(tid);
+        }
+    }
+}
+
+void PtraceEngine::note_lost_frames() {
+    if (lost_frames_.abandoned || lost_frames_.unwound) {
+        std::string line = "return probes: " + std::to_string(lost_frames_.abandoned) +
+                           " calls left without returning (longjmp), " +
+                           std::to_string(lost_frames_.unwound) + " unwound by exceptions";
+        if (return_notes_.insert(line).second) note(line);
+    }
 }
 
 }  // namespace

@@ -1,0 +1,76 @@
+#!/bin/bash
+# Per-hit cost of the inline engine (in-process agent, jump-patched sites)
+# as the traced program itself measures it (bench/targets/inline_hotloop
+# times its own loop), side by side in one run with the kernel's uprobes
+# (perf probe + perf record / perf stat) and uprobe's ptrace engine, on
+#   push  - a site the kernel emulates (push %rbp)
+#   lea   - a site the kernel single-steps
+#   short - a 4-byte function: no room for a jump, so the inline engine
+#           puts an int3 there, caught by the agent's SIGTRAP handler
+# Rows: an entry probe with two args streamed to a file, and a count-only
+# probe. Ratios are ours / the kernel's. Streamed rows also say how many
+# events reached the file: records that find a full ring are dropped and
+# counted (never silently), so the per-hit cost of a streamed probe here
+# is the producer's; consumer throughput is printed separately.
+# Usage: bench/inline.sh BUILD_DIR   (root is needed for the kernel rows)
+set -euo pipefail
+build=${1:?usage: bench/inline.sh BUILD_DIR}
+build=$(cd "$build" && pwd)
+uprobe=$build/uprobe
+loop=$build/bench/inline_hotloop
+n=${HITS:-5000000}
+kernel_n=${KERNEL_HITS:-200000}
+ptrace_n=${PTRACE_HITS:-50000}
+work=$(mktemp -d)
+trap 'rm -rf "$work"; perf probe -q -d "probe_inline_hotloop:*" >/dev/null 2>&1 || true' EXIT
+
+ns() { sed -n 's/.*ns_per_call=\([0-9.]*\).*/\1/p'; }
+sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.4f", a / b; else printf "n/a" }'; }
+
+kernel_ok=0
+if [ "$(id -u)" = 0 ] && command -v perf >/dev/null; then
+  mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+  perf probe -q -d 'probe_inline_hotloop:*' >/dev/null 2>&1 || true
+  if perf probe -q -x "$loop" -a 'site_push a=%di b=%si' 2>/dev/null &&
+     perf probe -q -x "$loop" -a 'site_lea a=%di b=%si' 2>/dev/null &&
+     perf probe -q -x "$loop" -a 'site_short a=%di b=%si' 2>/dev/null; then
+    kernel_ok=1
+  fi
+fi
+[ $kernel_ok = 1 ] || echo "kernel uprobes: not available (needs root, perf and tracefs); kernel rows skipped"
+
+printf '%-6s %8s | %12s %12s | %12s %10s %9s | %12s %10s | %10s\n' site "base ns" \
+  "kernel rec" "kernel cnt" "inline strm" "vs kernel" "delivered" "inline cnt" "vs kernel" "ptrace"
+for site in push lea short; do
+  base=$("$loop" "$site" "$n" | ns)
+  krec=n/a kcnt=n/a
+  if [ $kernel_ok = 1 ]; then
+    k=$(perf record -q -o "$work/perf.data" -e "probe_inline_hotloop:site_$site" -- "$loop" "$site" "$kernel_n" 2>/dev/null | ns)
+    krec=$(sub "$k" "$base")
+    k=$(perf stat -x, -o "$work/stat" -e "probe_inline_hotloop:site_$site" -- "$loop" "$site" "$kernel_n" 2>/dev/null | ns)
+    kcnt=$(sub "$k" "$base")
+  fi
+  s=$("$uprobe" trace --engine inline -o "$work/events" "site_$site a=%di b=%si" -- "$loop" "$site" "$n" \
+      2>"$work/err" | ns)
+  stream=$(sub "$s" "$base")
+  delivered=$(wc -l < "$work/events")
+  c=$("$uprobe" trace --engine inline --count "site_$site" -- "$loop" "$site" "$n" 2>/dev/null | ns)
+  count=$(sub "$c" "$base")
+  p=$("$uprobe" trace --engine ptrace -o "$work/events" "site_$site a=%di b=%si" -- "$loop" "$site" "$ptrace_n" \
+      2>/dev/null | ns)
+  ptrace=$(sub "$p" "$base")
+  pct=$(awk -v d="$delivered" -v n="$n" 'BEGIN { printf "%.1f%%", 100 * d / n }')
+  printf '%-6s %8s | %12s %12s | %12s %10s %9s | %12s %10s | %10s\n' "$site" "$base" "$krec" "$kcnt" \
+    "$stream" "$(ratio "$stream" "$krec")x" "$pct" "$count" "$(ratio "$count" "$kcnt")x" "$ptrace"
+done
+
+# Consumer throughput: one busy thread, every event written as JSON lines;
+# events per second of the tracer's wall time, and how many were dropped.
+start=$(date +%s.%N)
+"$uprobe" trace --engine inline --format json -o "$work/events.json" "site_push a=%di b=%si" -- "$loop" push "$n" \
+  >/dev/null 2>"$work/err"
+end=$(date +%s.%N)
+written=$(wc -l < "$work/events.json")
+awk -v w="$written" -v s="$start" -v e="$end" -v n="$n" \
+  'BEGIN { printf "consumer: %d of %d events written as JSON in %.2f s (%.2f M events/s)\n", w, n, e - s, w / (e - s) / 1e6 }'

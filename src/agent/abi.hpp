@@ -1,0 +1,198 @@
+// The shared-memory interface between the tracer (src/engine/inline/) and
+// the in-process agent (libuprobe-agent.so): one memfd region, mapped
+// MAP_SHARED by both, laid out as
+//
+//   Header | Site[site_capacity] | FetchProgram[program_capacity] | Ring[ring_count]
+//
+// Bump kAbiVersion whenever the layout or the meaning of a field changes:
+// the agent refuses a region of another version (it never guesses).
+//
+// Who writes what: the tracer writes the header, sites and programs while
+// every thread of the target is stopped (or before the agent runs), and
+// only reads counters afterwards. The agent writes counters and ring
+// records; each ring has one producer (the thread that claimed it) and one
+// consumer (the tracer). Every field both sides touch concurrently is a
+// naturally aligned 32- or 64-bit word accessed with __atomic builtins.
+//
+// Nothing here may use the heap or the C++ runtime: the agent includes it
+// with -fno-exceptions -fno-rtti and links no libstdc++.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "probe/fetch_program.hpp"
+
+namespace uprobe::agent {
+
+constexpr uint32_t kMagic = 0x75707262;  // "uprb"
+constexpr uint32_t kAbiVersion = 4;
+
+// Environment variable naming the inherited region fd at launch.
+constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
+
+constexpr uint32_t kMaxArgs = 16;
+constexpr uint32_t kRecordAlign = 8;
+
+enum SiteFlags : uint32_t {
+    kSiteCountOnly = 1,  // count hits, write no record
+    // The dynamic linker's rendezvous (r_brk): when the link map is
+    // consistent again (r_state == RT_CONSISTENT) after a dlopen/dlclose,
+    // ask the tracer to place pending probes, and wait (bounded) until it
+    // has, so the new library's code does not run unprobed.
+    kSiteNotify = 2,
+};
+constexpr uint32_t kInternalProbe = 0xffffffff;  // Site::probe_id of engine-internal sites
+
+// One patched probe site (one probe at one address).
+struct Site {
+    uint32_t probe_id;
+    uint32_t flags;
+    uint64_t address;        // runtime address of the site
+    uint32_t first_program;  // index into the program table
+    uint32_t arg_count;
+    uint32_t string_max;     // bound of a :string read
+    uint32_t next;           // index + 1 of the next site at the same address, 0: none
+    uint64_t hits;           // atomic: every hit, recorded or not
+    uint64_t dropped;        // atomic: records lost to a full ring or no free ring
+    uint64_t reentered;      // atomic: hits inside the handler, skipped
+    uint64_t pad[1];
+};
+static_assert(sizeof(Site) == 64);
+
+// A single-producer, single-consumer byte ring. Records are 8-byte aligned
+// and never wrap: a record that does not fit before the end is preceded by
+// a Skip record filling the rest.
+struct alignas(64) RingControl {
+    uint32_t owner_tid;  // 0: free; claimed with a CAS by its thread
+    uint32_t owner_pid;
+    uint64_t pad0[7];
+    uint64_t head;  // producer: bytes written (monotonic)
+    uint64_t pad1[7];
+    uint64_t tail;  // consumer: bytes consumed (monotonic)
+    uint64_t pad2[7];
+};
+static_assert(sizeof(RingControl) == 192);
+
+enum RecordKind : uint32_t { kRecordHit = 1, kRecordSkip = 2 };
+
+struct RecordHeader {
+    uint32_t size;  // whole record, a multiple of kRecordAlign
+    uint32_t kind;
+    uint32_t site;  // index into the site table
+    uint32_t tid;
+    uint32_t pid;
+    uint32_t arg_count;
+    uint64_t tsc;   // rdtsc at the hit; the tracer converts to CLOCK_MONOTONIC
+};
+static_assert(sizeof(RecordHeader) == 32);
+
+enum ArgKind : uint32_t {
+    kArgNumber = 0,      // value: the raw accumulator
+    kArgString = 1,      // length bytes follow (padded to 8); value: the address
+    kArgBadAddress = 2,  // value: the address that could not be read
+    kArgTruncatedString = 3,
+    kArgNeedsTracer = 4, // comm/pid/tid and values the agent leaves to the tracer
+};
+
+struct ArgHeader {
+    uint32_t kind;
+    uint32_t length;
+    uint64_t value;
+};
+static_assert(sizeof(ArgHeader) == 16);
+
+// An int3 site (where a jump cannot go): the agent's SIGTRAP handler looks
+// the trapping address up in an open-addressing table (linear probing from
+// int3_slot_of(address)), runs the probe, and resumes at `resume` (the
+// displaced instruction relocated, arch::relocate). Entries are never
+// removed: a removed probe's entry says `removed`, and the handler resumes
+// at the (restored) original instruction, because a thread may have
+// executed the int3 just before the byte was restored.
+struct Int3Entry {
+    uint64_t address;  // 0: empty
+    uint64_t resume;
+    uint32_t site;     // index into the site table
+    uint32_t removed;  // 1: the original byte is back; resume at `address`
+};
+static_assert(sizeof(Int3Entry) == 24);
+
+inline uint32_t int3_slot_of(uint64_t address, uint32_t capacity) {
+    return static_cast<uint32_t>((address * 0x9E3779B97F4A7C15ull) >> 40) % capacity;
+}
+
+struct Header {
+    uint32_t magic;
+    uint32_t abi_version;
+    uint64_t region_size;
+    uint64_t self;              // the region's address in the target (set by the agent)
+    uint32_t agent_ready;       // futex word: the agent mapped the region (launch)
+    uint32_t go;                // futex word: the tracer patched the probes (launch)
+    uint32_t enabled;           // 0: the handler returns at once
+    uint32_t agent_pid;
+    uint32_t site_count;
+    uint32_t site_capacity;
+    uint32_t program_count;
+    uint32_t program_capacity;
+    uint32_t ring_count;
+    uint32_t follow_children;   // forked children keep reporting (else they go quiet)
+    uint64_t ring_size;         // bytes of data per ring
+    uint64_t sites_offset;
+    uint64_t programs_offset;
+    uint64_t rings_offset;      // RingControl + data, ring_stride apart
+    uint64_t ring_stride;
+    uint64_t lost_no_ring;      // atomic: hits of threads that found no free ring
+    uint64_t int3_offset;
+    uint32_t int3_capacity;
+    uint32_t int3_count;
+    uint32_t tracer_pid;        // the session's tracer: a second session is refused while it lives
+    uint32_t reserved2;
+    uint64_t r_debug;           // the dynamic linker's struct r_debug (0: none)
+    uint32_t notify_seq;        // futex word: bumped by the agent at kSiteNotify
+    uint32_t notify_ack;        // futex word: set to notify_seq by the tracer once done
+};
+
+struct Layout {
+    uint32_t site_capacity;
+    uint32_t program_capacity;
+    uint32_t ring_count;
+    uint64_t ring_size;
+    uint32_t int3_capacity;
+
+    static constexpr uint64_t align(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+    constexpr uint64_t sites_offset() const { return align(sizeof(Header), 4096); }
+    constexpr uint64_t programs_offset() const { return align(sites_offset() + uint64_t{site_capacity} * sizeof(Site), 64); }
+    constexpr uint64_t int3_offset() const {
+        return align(programs_offset() + uint64_t{program_capacity} * sizeof(probe::FetchProgram), 64);
+    }
+    constexpr uint64_t rings_offset() const {
+        return align(int3_offset() + uint64_t{int3_capacity} * sizeof(Int3Entry), 4096);
+    }
+    constexpr uint64_t ring_stride() const { return align(sizeof(RingControl) + ring_size, 4096); }
+    constexpr uint64_t total() const { return rings_offset() + uint64_t{ring_count} * ring_stride(); }
+};
+
+inline Site* sites_of(Header* h) { return reinterpret_cast<Site*>(reinterpret_cast<char*>(h) + h->sites_offset); }
+inline probe::FetchProgram* programs_of(Header* h) {
+    return reinterpret_cast<probe::FetchProgram*>(reinterpret_cast<char*>(h) + h->programs_offset);
+}
+inline Int3Entry* int3_table_of(Header* h) {
+    return reinterpret_cast<Int3Entry*>(reinterpret_cast<char*>(h) + h->int3_offset);
+}
+inline RingControl* ring_of(Header* h, uint32_t i) {
+    return reinterpret_cast<RingControl*>(reinterpret_cast<char*>(h) + h->rings_offset + uint64_t{i} * h->ring_stride);
+}
+inline uint8_t* ring_data(RingControl* r) { return reinterpret_cast<uint8_t*>(r) + sizeof(RingControl); }
+
+// The frame the trampoline builds on the stack and hands to the handler:
+// general registers laid out as user_regs_struct (so fetch programs read
+// the same slots as under ptrace), then xmm0..15 when the site needs them.
+constexpr uint32_t kFrameRegisters = 27;
+constexpr uint32_t kFrameXmmOffset = kFrameRegisters * 8 + 8;  // after the saved-rsp word
+
+// Exported by the agent: the trampoline (arch/x86_64/trampoline.hpp) calls
+// it as handler(frame, header address, site index). Its name is part of
+// the ABI.
+constexpr const char kHandlerSymbol[] = "uprobe_agent_hit";
+
+}  // namespace uprobe::agent

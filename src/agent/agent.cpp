@@ -1,0 +1,360 @@
+// libuprobe-agent.so: the in-process half of the inline engine. It owns no
+// policy: the tracer resolves probes, writes trampolines and patches code
+// (src/engine/inline/); the agent only runs at a hit, from a trampoline, and
+// turns the thread's registers into a ring record (or a counter bump).
+//
+// Rules for everything reachable from uprobe_agent_hit: it runs in the
+// middle of arbitrary program code, possibly in a signal handler, so no
+// malloc, no locks, no libc calls (they could touch vector registers, which
+// the trampoline does not save), no errno; the only system calls are a
+// thread's first-hit gettid and process_vm_readv for memory an argument
+// dereferences (a bad pointer must not crash the program). The build uses
+// -mgeneral-regs-only and -fno-tree-loop-distribute-patterns so the
+// compiler emits no memcpy/memset calls and no SSE code.
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <ucontext.h>
+
+#include "agent/abi.hpp"
+#include "probe/fetch_eval.hpp"
+
+#define AGENT_EXPORT extern "C" __attribute__((visibility("default")))
+
+// The region's address in this process, for the SIGTRAP handler (the
+// trampolines carry it as an immediate). Set by the agent at launch, by the
+// tracer through ptrace at attach.
+extern "C" {
+__attribute__((visibility("default"))) uint64_t uprobe_agent_region = 0;
+}
+
+namespace uprobe::agent {
+namespace {
+
+__thread RingControl* t_ring __attribute__((tls_model("initial-exec")));
+__thread Header* t_ring_region __attribute__((tls_model("initial-exec")));  // a later session has another region
+__thread uint32_t t_tid __attribute__((tls_model("initial-exec")));
+__thread uint32_t t_busy __attribute__((tls_model("initial-exec")));
+
+uint32_t g_pid;
+uint32_t g_quiet;  // a forked child of a process whose children are not followed
+struct sigaction g_previous_sigtrap;  // the program's handler, chained
+
+long raw_syscall(long number, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0, long a5 = 0, long a6 = 0) {
+    long result;
+    register long r10 __asm__("r10") = a4;
+    register long r8 __asm__("r8") = a5;
+    register long r9 __asm__("r9") = a6;
+    __asm__ volatile("syscall"
+                     : "=a"(result)
+                     : "a"(number), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return result;
+}
+
+template <class T>
+T load(const T* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+template <class T>
+void add(T* p, T v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+
+// Reads our own memory without faulting: process_vm_readv(2) on ourselves
+// returns how much it could read instead of raising SIGSEGV.
+size_t safe_read(uint64_t address, void* out, size_t size) {
+    iovec local{out, size};
+    iovec remote{reinterpret_cast<void*>(address), size};
+    long n = raw_syscall(SYS_process_vm_readv, g_pid, reinterpret_cast<long>(&local), 1,
+                         reinterpret_cast<long>(&remote), 1, 0);
+    return n < 0 ? 0 : static_cast<size_t>(n);
+}
+
+RingControl* claim_ring(Header* h) {
+    if (!t_tid) t_tid = static_cast<uint32_t>(raw_syscall(SYS_gettid));
+    for (uint32_t i = 0; i < h->ring_count; ++i) {
+        RingControl* r = ring_of(h, i);
+        uint32_t expected = 0;
+        if (load(&r->owner_tid) != 0) continue;
+        if (__atomic_compare_exchange_n(&r->owner_tid, &expected, t_tid, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&r->owner_pid, g_pid, __ATOMIC_RELEASE);
+            return r;
+        }
+    }
+    return nullptr;
+}
+
+uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
+
+// Writes one record for `site`; false when the ring had no room.
+bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, const uint64_t* frame) {
+    const probe::FetchProgram* programs = programs_of(h) + site.first_program;
+    const uint32_t args = site.arg_count > kMaxArgs ? kMaxArgs : site.arg_count;
+    uint64_t need = sizeof(RecordHeader);
+    for (uint32_t a = 0; a < args; ++a) {
+        need += sizeof(ArgHeader);
+        if (programs[a].format == probe::FetchFormat::String) need += align8(site.string_max);
+    }
+    const uint64_t size = h->ring_size;
+    uint8_t* data = ring_data(r);
+    uint64_t head = r->head;
+    const uint64_t tail = load(&r->tail);
+    uint64_t pos = head % size;
+    if (pos + need > size) {
+        uint64_t skip = size - pos;
+        if (head + skip + need - tail > size) return false;
+        auto* s = reinterpret_cast<RecordHeader*>(data + pos);
+        s->size = static_cast<uint32_t>(skip);
+        s->kind = kRecordSkip;
+        head += skip;
+        pos = 0;
+    }
+    if (head + need - tail > size) return false;
+    auto* rec = reinterpret_cast<RecordHeader*>(data + pos);
+    uint8_t* at = data + pos + sizeof(RecordHeader);
+    const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
+    for (uint32_t a = 0; a < args; ++a) {
+        const probe::FetchProgram& p = programs[a];
+        auto* arg = reinterpret_cast<ArgHeader*>(at);
+        at += sizeof(ArgHeader);
+        arg->length = 0;
+        switch (p.format) {
+        case probe::FetchFormat::Comm:
+        case probe::FetchFormat::Pid:
+        case probe::FetchFormat::Tid:
+            arg->kind = kArgNeedsTracer;
+            arg->value = 0;
+            continue;
+        default: break;
+        }
+        auto result = probe::run_steps(p, frame, p.needs_fpregs ? xmm : nullptr,
+                                       [](uint64_t address, void* out, size_t n) { return safe_read(address, out, n) == n; });
+        arg->value = result.acc;
+        if (result.status == probe::StepsStatus::BadAddress) {
+            arg->kind = kArgBadAddress;
+            continue;
+        }
+        if (result.status != probe::StepsStatus::Ok) {
+            arg->kind = kArgNeedsTracer;
+            continue;
+        }
+        if (p.format != probe::FetchFormat::String) {
+            arg->kind = kArgNumber;
+            continue;
+        }
+        // A string: read up to string_max bytes, one page at a time, and
+        // stop at the terminating NUL.
+        uint32_t got = 0;
+        bool ended = false;
+        uint64_t address = result.acc;
+        while (got < site.string_max && !ended) {
+            uint64_t room = 4096 - ((address + got) & 4095);
+            uint64_t want = site.string_max - got < room ? site.string_max - got : room;
+            size_t n = safe_read(address + got, at + got, want);
+            for (size_t i = 0; i < n; ++i)
+                if (at[got + i] == 0) {
+                    n = i;
+                    ended = true;
+                    break;
+                }
+            got += static_cast<uint32_t>(n);
+            if (n < want && !ended) break;
+        }
+        if (got == 0 && !ended && site.string_max > 0) {
+            arg->kind = kArgBadAddress;
+            continue;
+        }
+        arg->kind = ended ? kArgString : kArgTruncatedString;
+        arg->length = got;
+        at += align8(got);
+    }
+    rec->kind = kRecordHit;
+    rec->site = index;
+    rec->tid = t_tid;
+    rec->pid = g_pid;
+    rec->arg_count = args;
+    rec->tsc = __builtin_ia32_rdtsc();
+    uint64_t used = static_cast<uint64_t>(at - reinterpret_cast<uint8_t*>(rec));
+    rec->size = static_cast<uint32_t>(used);
+    __atomic_store_n(&r->head, head + used, __ATOMIC_RELEASE);
+    return true;
+}
+
+// At the dynamic linker's rendezvous: a library came or went. Not a hot
+// path (twice per dlopen), so it may wait for the tracer, bounded (5 s) so
+// a dead tracer cannot hang the program. r_state is at offset 24 of
+// struct r_debug (glibc <link.h>); RT_CONSISTENT is 0.
+void wait_for_tracer(Header* h) {
+    int32_t state = -1;
+    if (!h->r_debug || safe_read(h->r_debug + 24, &state, sizeof state) != sizeof state || state != 0) return;
+    uint32_t seq = __atomic_add_fetch(&h->notify_seq, 1, __ATOMIC_ACQ_REL);
+    raw_syscall(SYS_futex, reinterpret_cast<long>(&h->notify_seq), FUTEX_WAKE, 1);
+    for (int waited = 0; waited < 500; ++waited) {
+        uint32_t ack = load(&h->notify_ack);
+        if (static_cast<int32_t>(ack - seq) >= 0 || !load(&h->enabled)) return;
+        timespec tick{0, 10000000};
+        raw_syscall(SYS_futex, reinterpret_cast<long>(&h->notify_ack), FUTEX_WAIT, ack, reinterpret_cast<long>(&tick));
+    }
+}
+
+void hit(const uint64_t* frame, Header* h, uint32_t index) {
+    if (t_busy) {
+        if (index < h->site_count) add<uint64_t>(&sites_of(h)[index].reentered, 1);
+        return;
+    }
+    t_busy = 1;
+    if (load(&h->enabled) && !g_quiet) {
+        // A forked child that is not followed goes quiet. g_pid is updated
+        // by the fork handler; the region remembers the pid that is traced.
+        if (g_pid != h->agent_pid && !h->follow_children) g_quiet = 1;
+        for (uint32_t hops = 0; index < h->site_count && hops < 64 && !g_quiet; ++hops) {
+            Site& site = sites_of(h)[index];
+            if (site.flags & kSiteNotify) {
+                wait_for_tracer(h);
+                break;
+            }
+            add<uint64_t>(&site.hits, 1);
+            if (!(site.flags & kSiteCountOnly)) {
+                if (!t_ring || t_ring_region != h) {
+                    t_ring = claim_ring(h);
+                    t_ring_region = h;
+                }
+                if (!t_ring || !write_record(h, t_ring, site, index, frame)) add<uint64_t>(&site.dropped, 1);
+            }
+            if (!site.next) break;
+            index = site.next - 1;
+        }
+    }
+    t_busy = 0;
+}
+
+const Int3Entry* find_int3(Header* h, uint64_t address) {
+    if (!h || h->int3_capacity == 0) return nullptr;
+    Int3Entry* table = int3_table_of(h);
+    uint32_t slot = int3_slot_of(address, h->int3_capacity);
+    for (uint32_t probes = 0; probes < h->int3_capacity; ++probes) {
+        const Int3Entry& e = table[slot];
+        uint64_t at = load(&e.address);
+        if (at == address) return &e;
+        if (at == 0) return nullptr;
+        slot = slot + 1 == h->int3_capacity ? 0 : slot + 1;
+    }
+    return nullptr;
+}
+
+void chain_sigtrap(int signal, siginfo_t* info, void* context) {
+    const struct sigaction& previous = g_previous_sigtrap;
+    if (previous.sa_flags & SA_SIGINFO) {
+        if (previous.sa_sigaction) previous.sa_sigaction(signal, info, context);
+        return;
+    }
+    if (previous.sa_handler == SIG_IGN) return;
+    if (previous.sa_handler != SIG_DFL && previous.sa_handler) {
+        previous.sa_handler(signal);
+        return;
+    }
+    // The default action, as if we were not here: die of SIGTRAP.
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGTRAP, &dfl, nullptr);
+    raw_syscall(SYS_tgkill, g_pid, raw_syscall(SYS_gettid), SIGTRAP);
+}
+
+// An int3 site: the kernel reports int3 as SIGTRAP with rip after the
+// 0xcc (SDM vol. 3A, 6.15 "#BP"). The frame is built from the signal
+// context in user_regs_struct order, as a trampoline would.
+void on_sigtrap(int signal, siginfo_t* info, void* context) {
+    auto* uc = static_cast<ucontext_t*>(context);
+    greg_t* g = uc->uc_mcontext.gregs;
+    Header* h = reinterpret_cast<Header*>(load(&uprobe_agent_region));
+    const uint64_t address = static_cast<uint64_t>(g[REG_RIP]) - 1;
+    const Int3Entry* entry = info && info->si_code == SI_KERNEL ? find_int3(h, address) : nullptr;
+    if (!entry) {
+        chain_sigtrap(signal, info, context);
+        return;
+    }
+    if (load(&entry->removed)) {
+        g[REG_RIP] = static_cast<greg_t>(address);
+        return;
+    }
+    uint64_t frame[kFrameXmmOffset / 8 + 32];
+    const int order[] = {REG_R15, REG_R14, REG_R13, REG_R12, REG_RBP, REG_RBX, REG_R11, REG_R10,
+                         REG_R9,  REG_R8,  REG_RAX, REG_RCX, REG_RDX, REG_RSI, REG_RDI};
+    for (int i = 0; i < 15; ++i) frame[i] = static_cast<uint64_t>(g[order[i]]);
+    for (int i = 15; i < static_cast<int>(kFrameXmmOffset / 8); ++i) frame[i] = 0;
+    frame[16] = address;
+    frame[18] = static_cast<uint64_t>(g[REG_EFL]);
+    frame[19] = static_cast<uint64_t>(g[REG_RSP]);
+    auto* xmm = reinterpret_cast<uint8_t*>(frame) + kFrameXmmOffset;
+    const uint8_t* saved = uc->uc_mcontext.fpregs ? reinterpret_cast<const uint8_t*>(uc->uc_mcontext.fpregs->_xmm) : nullptr;
+    for (int i = 0; i < 256; ++i) xmm[i] = saved ? saved[i] : 0;
+    hit(frame, h, entry->site);
+    g[REG_RIP] = static_cast<greg_t>(entry->resume);
+}
+
+void after_fork_in_child() {
+    g_pid = static_cast<uint32_t>(raw_syscall(SYS_getpid));
+    t_ring = nullptr;  // the parent's ring stays the parent's
+    t_tid = 0;
+}
+
+// Launch mode: the tracer passed the region as an inherited fd in the
+// environment ("FD,SIZE"). Map it, say so, and wait until the tracer has
+// patched the probes, so that none of the program's own code runs first.
+void init_from_environment() {
+    const char* value = getenv(kRegionFdEnv);
+    if (!value) return;
+    char* end = nullptr;
+    long fd = strtol(value, &end, 10);
+    unsigned long long size = end && *end == ',' ? strtoull(end + 1, nullptr, 10) : 0;
+    unsetenv(kRegionFdEnv);
+    if (fd < 0 || size < sizeof(Header)) return;
+    void* mapped = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), 0);
+    raw_syscall(SYS_close, fd);
+    if (mapped == MAP_FAILED) return;
+    auto* h = static_cast<Header*>(mapped);
+    if (h->magic != kMagic || h->abi_version != kAbiVersion || h->region_size != size) {
+        munmap(mapped, size);
+        return;
+    }
+    h->self = reinterpret_cast<uint64_t>(h);
+    h->agent_pid = g_pid;
+    __atomic_store_n(&uprobe_agent_region, h->self, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->agent_ready, 1, __ATOMIC_RELEASE);
+    raw_syscall(SYS_futex, reinterpret_cast<long>(&h->agent_ready), FUTEX_WAKE, 1);
+    // A tracer that died before patching must not hang the program: give
+    // up after a while and run untraced.
+    for (int waited = 0; !load(&h->go) && waited < 300; ++waited) {
+        timespec tenth{0, 100000000};
+        raw_syscall(SYS_futex, reinterpret_cast<long>(&h->go), FUTEX_WAIT, 0, reinterpret_cast<long>(&tenth));
+    }
+}
+
+void install_sigtrap_handler() {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigtrap;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTRAP, &sa, &g_previous_sigtrap);
+}
+
+__attribute__((constructor)) void agent_init() {
+    g_pid = static_cast<uint32_t>(raw_syscall(SYS_getpid));
+    pthread_atfork(nullptr, nullptr, after_fork_in_child);
+    install_sigtrap_handler();
+    init_from_environment();
+}
+
+}  // namespace
+}  // namespace uprobe::agent
+
+using namespace uprobe::agent;
+
+AGENT_EXPORT const uint32_t uprobe_agent_abi_version = kAbiVersion;
+
+
+// Called by a trampoline; see abi.hpp.
+AGENT_EXPORT void uprobe_agent_hit(const uint64_t* frame, Header* h, uint32_t index) { hit(frame, h, index); }

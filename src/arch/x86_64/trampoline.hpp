@@ -1,0 +1,68 @@
+// Jump patching: a probe site's first bytes replaced by `jmp rel32` to a
+// per-site trampoline that saves the thread's registers, calls a handler,
+// runs the displaced instructions relocated (arch::relocate), and jumps
+// back. Bytes in, bytes out: the caller decides where the trampoline lives
+// and writes both.
+//
+// A jump replaces 5 bytes, which may span several instructions. That is
+// only safe when (a) every displaced instruction lies inside the function,
+// (b) no branch of the function lands strictly inside the replaced range
+// (it would execute the middle of our jmp), (c) no displaced call other
+// than the last one (its return address would point inside the range), and
+// (d) the function has no indirect jump (a jump table could target the
+// range; we cannot see its entries). check_jump_site() decides this from
+// the function's bytes; when it refuses, the caller uses a 1-byte int3 site.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "uprobe/result.hpp"
+
+namespace uprobe::arch {
+
+constexpr size_t kJumpPatchSize = 5;  // jmp rel32
+
+// How many bytes starting at `site` a jump patch displaces: the smallest
+// run of whole instructions covering kJumpPatchSize bytes, checked against
+// the function [function_address, function_address + function.size())
+// as described above. The error says why a jump cannot go there.
+Result<size_t> check_jump_site(std::span<const uint8_t> function, uint64_t function_address, uint64_t site);
+
+// The frame the trampoline hands the handler (its first argument), from
+// the lowest address: user_regs_struct's 27 words (rip = the site, rsp as
+// at the site, orig_rax and segment words 0), one internal word, then
+// xmm0..xmm15 (16 bytes each) when `save_vector_registers`.
+constexpr size_t kFrameGeneralWords = 27;
+constexpr size_t kFrameXmmOffset = (kFrameGeneralWords + 1) * 8;
+
+struct TrampolineRequest {
+    uint64_t site = 0;                     // runtime address of the patched bytes
+    std::span<const uint8_t> original;     // original bytes at `site` (at least displaced + 15)
+    size_t displaced = 0;                  // from check_jump_site
+    uint64_t address = 0;                  // where the trampoline will be placed
+    uint64_t handler = 0;                  // void handler(frame*, uint64_t argument, uint32_t index)
+    uint64_t argument = 0;
+    uint32_t index = 0;
+    bool save_vector_registers = false;
+    // Non-zero: a counting trampoline instead, which only does
+    // `lock inc qword [counter]` (rflags and rax saved around it) before the
+    // displaced instructions; no handler is called.
+    uint64_t counter = 0;
+};
+
+struct Trampoline {
+    std::vector<uint8_t> code;   // to write at request.address
+    std::vector<uint8_t> patch;  // to write at request.site: jmp + int3 padding
+};
+
+// The handler is called with rsp 16-byte aligned, the direction flag
+// clear, and the red zone (128 bytes below the thread's rsp) untouched. It
+// must not change vector or x87 state unless it saves it (the agent is
+// built with -mgeneral-regs-only). Fails when a displaced instruction
+// cannot be relocated, or the trampoline is out of rel32 reach of the site.
+Result<Trampoline> make_trampoline(const TrampolineRequest& request);
+
+}  // namespace uprobe::arch

@@ -1,0 +1,1201 @@
+// The inline engine: probes run inside the traced program. The tracer
+// stops the program with ptrace only while it installs (loads the agent,
+// writes trampolines, patches jumps) and removes probes; in between the
+// program runs untraced, and each hit costs a jump, a register save and
+// the agent's handler writing a record into a shared-memory ring that this
+// side drains (src/agent/abi.hpp).
+//
+// Launch: the command starts with LD_PRELOAD=libuprobe-agent.so and the
+// region's memfd inherited; the agent's constructor maps the region and
+// waits on a futex until the probes are in, so none of the program's own
+// code runs unprobed. Attach: with every thread stopped, the tracer maps
+// scratch code, creates the memfd inside the target (so it belongs to the
+// target and is reachable only through its /proc/PID/fd, i.e. by users
+// allowed to ptrace it), and calls dlopen(agent) in one thread.
+#include "engine/engine.hpp"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/auxv.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cinttypes>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <span>
+
+#include "agent/abi.hpp"
+#include "arch/x86_64/decode.hpp"
+#include "arch/x86_64/relocate.hpp"
+#include "arch/x86_64/trampoline.hpp"
+#include "base/strings.hpp"
+#include "base/unique_fd.hpp"
+#include "elf/binary.hpp"
+#include "probe/fetch.hpp"
+#include "probe/resolve.hpp"
+#include "proc/proc.hpp"
+#include "proc/ptrace.hpp"
+
+namespace uprobe::engine {
+namespace {
+
+using proc::Mapping;
+namespace abi = uprobe::agent;
+
+static_assert(abi::kFrameXmmOffset == arch::kFrameXmmOffset);
+
+constexpr uint64_t kAreaSize = 1 << 20;
+constexpr uint64_t kReach = (uint64_t{1} << 31) - 2 * kAreaSize;
+constexpr abi::Layout kLayout{16384, 32768, 64, 1 << 20, 8192};
+
+std::string hex(uint64_t v) {
+    char text[32];
+    std::snprintf(text, sizeof text, "0x%" PRIx64, v);
+    return text;
+}
+
+uint64_t monotonic_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t rdtsc() { return __builtin_ia32_rdtsc(); }
+
+// libuprobe-agent.so beside the running uprobe binary (build tree and
+// install tree alike), or $UPROBE_AGENT.
+std::string agent_path() {
+    if (const char* env = ::getenv("UPROBE_AGENT")) return env;
+    char self[4096];
+    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return "libuprobe-agent.so";
+    self[n] = 0;
+    std::string dir(self);
+    dir.resize(dir.rfind('/'));
+    for (const char* candidate : {"/libuprobe-agent.so", "/../lib/libuprobe-agent.so", "/../libuprobe-agent.so"}) {
+        std::string path = dir + candidate;
+        if (::access(path.c_str(), R_OK) == 0) return path;
+    }
+    return dir + "/libuprobe-agent.so";
+}
+
+struct SiteInfo {
+    uint32_t probe_id = 0;
+    uint64_t address = 0;
+    std::vector<probe::FetchProgram> programs;
+    // Count-only jump sites count in their trampoline, which knows only the
+    // first site at its address: later probes there read that counter.
+    int64_t hits_from = -1;
+};
+
+struct Patch {
+    uint64_t address = 0;
+    bool int3 = false;
+    std::vector<uint8_t> original;
+    std::vector<uint8_t> patched;
+};
+
+struct Area {
+    uint64_t start = 0;
+    uint64_t used = 0;
+};
+
+struct Target {
+    pid_t pid = 0;
+    bool root = false;
+    bool alive = true;
+    UniqueFd pidfd;
+    abi::Header* region = nullptr;  // our mapping
+    uint64_t remote_region = 0;
+    uint64_t handler = 0;
+    uint64_t scratch = 0;           // remote: syscall gadget at 0, call-return int3 at 3
+    std::vector<SiteInfo> sites;
+    std::vector<Patch> patches;
+    std::vector<Area> areas;
+    std::map<uint64_t, uint16_t> semaphores;  // address -> how much we raised it
+    std::map<uint64_t, uint32_t> first_site_at;  // address -> site index (chains)
+    std::set<uint32_t> counting_sites;           // count in the trampoline
+    std::set<std::pair<dev_t, ino_t>> objects;   // objects whose probes are placed
+    uint32_t acked = 0;                          // last notify_seq handled
+    ino_t exe_inode = 0;
+    dev_t exe_device = 0;
+    ino_t agent_inode = 0;  // the agent's file (launch) or memfd (attach) in the target
+    dev_t agent_device = 0;
+    std::map<pid_t, std::string> comms;
+    std::map<pid_t, int> held_signals;  // signals that arrived while stopped
+};
+
+long futex(uint32_t* word, int op, uint32_t value, const timespec* timeout = nullptr) {
+    return ::syscall(SYS_futex, word, op, value, timeout, nullptr, 0);
+}
+
+class InlineEngine final : public Engine {
+public:
+    InlineEngine() { wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)); }
+    ~InlineEngine() override {
+        for (auto& t : targets_) finish_target(*t);
+    }
+
+    Result<void> start(const TraceRequest& request, EventConsumer& consumer) override;
+    Result<int> run() override;
+    void stop() override {
+        stop_requested_.store(true);
+        uint64_t one = 1;
+        if (wake_fd_.valid()) (void)!::write(wake_fd_.get(), &one, sizeof one);
+    }
+    std::vector<ProbeStats> stats() const override;
+    std::vector<pid_t> traced_processes() const override { return ever_traced_; }
+
+private:
+    Result<void> launch();
+    Result<void> attach(pid_t pid);
+    Result<std::vector<pid_t>> stop_all(Target& t);
+    void release_all(Target& t, const std::vector<pid_t>& tids);
+    Result<void> install(Target& t, pid_t tid);
+    Result<void> place_new_objects(Target& t, pid_t tid, bool at_start);
+    Result<void> watch_dynamic_linker(Target& t, pid_t tid);
+    void rescan(Target& t);
+    Result<void> inject_agent(Target& t, pid_t tid);
+    Result<uint64_t> remote_call(Target& t, pid_t tid, uint64_t function, uint64_t a1, uint64_t a2);
+    Result<void> map_scratch(Target& t, pid_t tid);
+    Result<uint64_t> allocate(Target& t, pid_t tid, uint64_t near, uint64_t size);
+    Result<void> insert_probe(Target& t, pid_t tid, const Mapping& any, const std::vector<Mapping>& maps,
+                              size_t probe_index, const std::vector<uint64_t>& rips);
+    Result<uint64_t> find_handler(Target& t, const std::vector<Mapping>& maps);
+    Result<uint64_t> find_agent_symbol(Target& t, const std::vector<Mapping>& maps, const std::string& name,
+                                       bool function);
+    Result<void> insert_int3(Target& t, pid_t tid, uint64_t address, std::span<const uint8_t> code, uint32_t index);
+    Result<uint64_t> find_dlopen(Target& t, const std::vector<Mapping>& maps);
+    void init_region(abi::Header* h);
+    void drain(Target& t);
+    void finish_target(Target& t);
+    void remove_probes(Target& t);
+    void note(const std::string& line) {
+        if (consumer_) consumer_->on_note(line);
+    }
+    uint64_t tsc_to_ns(uint64_t tsc);
+
+    TraceRequest request_;
+    EventConsumer* consumer_ = nullptr;
+    probe::Resolver resolver_;
+    std::string agent_;
+    std::vector<std::unique_ptr<Target>> targets_;
+    std::vector<pid_t> ever_traced_;
+    std::map<std::pair<size_t, std::string>, std::vector<probe::Site>> site_cache_;
+    mutable std::vector<ProbeStats> stats_;
+    std::vector<uint64_t> site_counts_;
+    int root_status_ = 0;
+    pid_t root_pid_ = 0;
+    std::atomic<bool> stop_requested_{false};
+    UniqueFd wake_fd_;
+    uint64_t tsc0_ = 0, ns0_ = 0;
+};
+
+// ---------------------------------------------------------------- setup
+
+Result<void> InlineEngine::start(const TraceRequest& request, EventConsumer& consumer) {
+    request_ = request;
+    consumer_ = &consumer;
+    if (request.probes.empty()) return Error("no probes given");
+    if (request.command.empty() && request.attach_pids.empty()) return Error("nothing to trace: give a command or -p PID");
+    for (const auto& spec : request.probes) {
+        if (spec.location.is_return) return Error("probe " + spec.name + ": return probes need --engine ptrace for now");
+        if (spec.args.size() > abi::kMaxArgs)
+            return Error("probe " + spec.name + ": the inline engine takes at most " + std::to_string(abi::kMaxArgs) +
+                         " arguments");
+        ProbeStats s;
+        s.probe = spec.name;
+        stats_.push_back(s);
+        const std::string& bin = spec.location.binary;
+        // At attach a path may exist only in the target's mount namespace
+        // (probe_wants compares identities through /proc/PID/root).
+        if (bin.find('/') != std::string::npos && !request.command.empty()) {
+            struct stat st{};
+            if (::stat(bin.c_str(), &st) != 0) return errno_error(bin, errno).context("probe " + spec.name);
+        }
+    }
+    agent_ = agent_path();
+    if (::access(agent_.c_str(), R_OK) != 0) return errno_error("agent " + agent_, errno);
+    tsc0_ = rdtsc();
+    ns0_ = monotonic_ns();
+    if (!request.command.empty()) return launch();
+    for (pid_t pid : request.attach_pids) UPROBE_CHECK(attach(pid));
+    return {};
+}
+
+void InlineEngine::init_region(abi::Header* h) {
+    h->magic = abi::kMagic;
+    h->abi_version = abi::kAbiVersion;
+    h->region_size = kLayout.total();
+    h->enabled = 1;
+    h->site_capacity = kLayout.site_capacity;
+    h->program_capacity = kLayout.program_capacity;
+    h->ring_count = kLayout.ring_count;
+    h->follow_children = request_.follow_children;
+    h->ring_size = kLayout.ring_size;
+    h->sites_offset = kLayout.sites_offset();
+    h->programs_offset = kLayout.programs_offset();
+    h->rings_offset = kLayout.rings_offset();
+    h->ring_stride = kLayout.ring_stride();
+    h->int3_offset = kLayout.int3_offset();
+    h->int3_capacity = kLayout.int3_capacity;
+    h->tracer_pid = static_cast<uint32_t>(::getpid());
+}
+
+Result<abi::Header*> map_region(int fd) {
+    void* mapped = ::mmap(nullptr, kLayout.total(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mapped == MAP_FAILED) return errno_error("mapping the event region", errno);
+    return static_cast<abi::Header*>(mapped);
+}
+
+Result<void> InlineEngine::launch() {
+    UniqueFd memfd(static_cast<int>(::syscall(SYS_memfd_create, "uprobe-events", MFD_CLOEXEC)));
+    if (!memfd.valid()) return errno_error("memfd_create", errno);
+    if (::ftruncate(memfd.get(), static_cast<off_t>(kLayout.total())) != 0) return errno_error("sizing the event region", errno);
+    auto target = std::make_unique<Target>();
+    Target& t = *target;
+    UPROBE_TRY(t.region, map_region(memfd.get()));
+    init_region(t.region);
+
+    int error_pipe[2];
+    if (::pipe2(error_pipe, O_CLOEXEC) != 0) return errno_error("pipe", errno);
+    std::vector<char*> argv;
+    for (const auto& word : request_.command) argv.push_back(const_cast<char*>(word.c_str()));
+    argv.push_back(nullptr);
+    std::string fd_value = std::to_string(memfd.get()) + "," + std::to_string(kLayout.total());
+    std::string preload = agent_;
+    if (const char* old = ::getenv("LD_PRELOAD"); old && *old) preload += std::string(":") + old;
+    pid_t group = request_.process_group;
+    pid_t pid = ::fork();
+    if (pid < 0) return errno_error("fork", errno);
+    if (pid == 0) {
+        if (group > 0) ::setpgid(0, group);
+        ::close(error_pipe[0]);
+        ::fcntl(memfd.get(), F_SETFD, 0);
+        ::setenv(abi::kRegionFdEnv, fd_value.c_str(), 1);
+        ::setenv("LD_PRELOAD", preload.c_str(), 1);
+        ::execvp(argv[0], argv.data());
+        int err = errno;
+        (void)!::write(error_pipe[1], &err, sizeof err);
+        ::_exit(127);
+    }
+    ::close(error_pipe[1]);
+    UniqueFd error_fd(error_pipe[0]);
+    int err = 0;
+    ssize_t n;
+    do n = ::read(error_fd.get(), &err, sizeof err);
+    while (n < 0 && errno == EINTR);
+    if (n == sizeof err) {
+        int st;
+        while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        return errno_error(request_.command[0], err);
+    }
+    t.pid = pid;
+    t.root = true;
+    root_pid_ = pid;
+    ever_traced_.push_back(pid);
+    auto kill_child = [&](Error e) -> Result<void> {
+        ::kill(pid, SIGKILL);
+        int st;
+        while (::waitpid(pid, &st, __WALL) < 0 && errno == EINTR) {}
+        return e;
+    };
+    // The agent says it is in; a program that exits (or has no dynamic
+    // loader to preload it) never does.
+    while (!__atomic_load_n(&t.region->agent_ready, __ATOMIC_ACQUIRE)) {
+        timespec tick{0, 20000000};
+        futex(&t.region->agent_ready, FUTEX_WAIT, 0, &tick);
+        int st = 0;
+        pid_t got = ::waitpid(pid, &st, WNOHANG);
+        if (got == pid) {
+            root_status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            return Error(request_.command[0] + " exited before the agent was loaded (a static program? try --engine ptrace)");
+        }
+        if (stop_requested_.load()) return kill_child(Error("interrupted"));
+    }
+    t.remote_region = t.region->self;
+    struct stat agent_file{};
+    if (::stat(agent_.c_str(), &agent_file) == 0) {
+        t.agent_inode = agent_file.st_ino;
+        t.agent_device = agent_file.st_dev;
+    }
+    t.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    auto tids = stop_all(t);
+    if (!tids) return kill_child(tids.error());
+    auto installed = install(t, pid);
+    release_all(t, *tids);
+    if (!installed) return kill_child(installed.error());
+    __atomic_store_n(&t.region->go, 1, __ATOMIC_RELEASE);
+    futex(&t.region->go, FUTEX_WAKE, INT32_MAX);
+    targets_.push_back(std::move(target));
+    return {};
+}
+
+Result<void> InlineEngine::attach(pid_t pid) {
+    if (pid <= 0 || ::kill(pid, 0) != 0) {
+        if (pid > 0 && errno == EPERM) return Error("not allowed to trace process " + std::to_string(pid));
+        return Error("no process with pid " + std::to_string(pid));
+    }
+    auto target = std::make_unique<Target>();
+    Target& t = *target;
+    t.pid = pid;
+    t.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    UPROBE_TRY(std::vector<pid_t> tids, stop_all(t));
+    pid_t tid = std::find(tids.begin(), tids.end(), pid) != tids.end() ? pid : tids.front();
+    auto done = [&]() -> Result<void> {
+        UPROBE_CHECK(map_scratch(t, tid));
+        UPROBE_CHECK(inject_agent(t, tid));
+        return install(t, tid);
+    }();
+    if (!done) {
+        remove_probes(t);
+        release_all(t, tids);
+        if (t.region) ::munmap(t.region, kLayout.total());
+        t.region = nullptr;
+        return done.error();
+    }
+    release_all(t, tids);
+    note("attached to " + std::to_string(pid) + " (" + std::to_string(tids.size()) + " threads), inline engine");
+    ever_traced_.push_back(pid);
+    targets_.push_back(std::move(target));
+    return {};
+}
+
+// Seizes and stops every thread (listing again until no new one appears).
+Result<std::vector<pid_t>> InlineEngine::stop_all(Target& t) {
+    std::vector<pid_t> stopped;
+    for (bool grew = true; grew;) {
+        grew = false;
+        UPROBE_TRY(std::vector<pid_t> tids, proc::list_threads(t.pid));
+        for (pid_t tid : tids) {
+            if (std::find(stopped.begin(), stopped.end(), tid) != stopped.end()) continue;
+            auto seized = proc::seize(tid, 0);
+            if (!seized) {
+                if (tid == t.pid) {
+                    release_all(t, stopped);
+                    const std::string& m = seized.error().message();
+                    return Error(proc::explain_attach_failure(
+                        t.pid, "cannot attach to process " + std::to_string(t.pid) + ": " + m.substr(m.rfind(": ") + 2)));
+                }
+                continue;
+            }
+            (void)proc::interrupt(tid);
+            for (;;) {
+                int status = 0;
+                pid_t got = ::waitpid(tid, &status, __WALL);
+                if (got < 0 && errno == EINTR) continue;
+                if (got < 0 || !WIFSTOPPED(status)) break;
+                if ((status >> 16) == PTRACE_EVENT_STOP) break;
+                // A signal arrived first: keep it for the detach.
+                t.held_signals[tid] = WSTOPSIG(status);
+                (void)proc::resume(tid, proc::Resume::Continue, 0);
+                (void)proc::interrupt(tid);
+            }
+            stopped.push_back(tid);
+            grew = true;
+        }
+    }
+    return stopped;
+}
+
+void InlineEngine::release_all(Target& t, const std::vector<pid_t>& tids) {
+    for (pid_t tid : tids) {
+        int signal = 0;
+        if (auto it = t.held_signals.find(tid); it != t.held_signals.end()) {
+            signal = it->second;
+            t.held_signals.erase(it);
+        }
+        (void)proc::detach(tid, signal);
+    }
+}
+
+bool within_reach(uint64_t a, uint64_t b) { return (a > b ? a - b : b - a) < kReach; }
+
+// An r-x area near `near` (remote mmap), bump-allocated.
+Result<uint64_t> InlineEngine::allocate(Target& t, pid_t tid, uint64_t near, uint64_t size) {
+    size = (size + 15) & ~uint64_t{15};
+    for (auto& area : t.areas) {
+        if (within_reach(area.start, near) && area.used + size <= kAreaSize) {
+            uint64_t at = area.start + area.used;
+            area.used += size;
+            return at;
+        }
+    }
+    UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
+    std::optional<uint64_t> best;
+    auto distance = [&](uint64_t a) { return a > near ? a - near : near - a; };
+    auto consider = [&](uint64_t gap_start, uint64_t gap_end) {
+        if (gap_end < gap_start + kAreaSize) return;
+        uint64_t candidate = near < gap_start ? gap_start : (near + kAreaSize > gap_end ? gap_end - kAreaSize : near);
+        candidate &= ~uint64_t{0xfff};
+        if (candidate < gap_start || !within_reach(candidate, near)) return;
+        if (!best || distance(candidate) < distance(*best)) best = candidate;
+    };
+    uint64_t previous_end = 0x10000;
+    for (const auto& m : maps) {
+        if (m.start > previous_end) consider(previous_end, m.start);
+        previous_end = std::max(previous_end, m.end);
+    }
+    if (previous_end < 0x7ffffffff000) consider(previous_end, 0x7ffffffff000);
+    if (!best) return Error("no free address range within 2 GiB of " + hex(near) + " for a trampoline");
+    UPROBE_TRY(int64_t mapped, proc::remote_syscall(tid, t.scratch, SYS_mmap, *best, kAreaSize, PROT_READ | PROT_EXEC,
+                                                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                                                    static_cast<uint64_t>(-1), 0));
+    if (mapped < 0) return errno_error("mapping trampolines in process " + std::to_string(t.pid), static_cast<int>(-mapped));
+    t.areas.push_back(Area{static_cast<uint64_t>(mapped), size});
+    return static_cast<uint64_t>(mapped);
+}
+
+// One page of our code in the target: `syscall; int3` (the gadget of
+// remote system calls), an int3 that remote calls return to, and strings.
+Result<void> InlineEngine::map_scratch(Target& t, pid_t tid) {
+    UPROBE_TRY(int64_t mapped, proc::remote_syscall(tid, 0, SYS_mmap, 0, 4096, PROT_READ | PROT_EXEC,
+                                                    MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0));
+    if (mapped < 0) return errno_error("mapping scratch code in process " + std::to_string(t.pid), static_cast<int>(-mapped));
+    t.scratch = static_cast<uint64_t>(mapped);
+    const uint8_t code[4] = {0x0f, 0x05, 0xcc, 0xcc};
+    UPROBE_CHECK(proc::write_memory(t.pid, t.scratch, code, sizeof code));
+    return {};
+}
+
+// Calls function(a1, a2) in stopped thread `tid` and returns rax; every
+// register is restored afterwards. Below the red zone, with the stack
+// aligned as at a call; returns to the scratch int3.
+Result<uint64_t> InlineEngine::remote_call(Target& t, pid_t tid, uint64_t function, uint64_t a1, uint64_t a2) {
+    UPROBE_TRY(user_regs_struct saved, proc::get_regs(tid));
+    struct Restore {
+        pid_t tid;
+        const user_regs_struct& regs;
+        ~Restore() { (void)proc::set_regs(tid, regs); }
+    } restore{tid, saved};
+    user_regs_struct call = saved;
+    uint64_t return_to = t.scratch + 3;
+    call.rsp = ((saved.rsp - 512) & ~uint64_t{15}) - 8;
+    UPROBE_CHECK(proc::write_memory(t.pid, call.rsp, &return_to, sizeof return_to));
+    call.orig_rax = static_cast<uint64_t>(-1);
+    call.rip = function;
+    call.rdi = a1;
+    call.rsi = a2;
+    call.rax = 0;
+    UPROBE_CHECK(proc::set_regs(tid, call));
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+        UPROBE_CHECK(proc::resume(tid, proc::Resume::Continue, 0));
+        int status = 0;
+        pid_t got;
+        do got = ::waitpid(tid, &status, __WALL);
+        while (got < 0 && errno == EINTR);
+        if (got < 0) return errno_error("waiting for thread " + std::to_string(tid), errno);
+        if (!WIFSTOPPED(status)) return Error("process " + std::to_string(t.pid) + " exited while loading the agent");
+        UPROBE_TRY(user_regs_struct after, proc::get_regs(tid));
+        if (WSTOPSIG(status) == SIGTRAP && after.rip == return_to + 1) return after.rax;
+        if (WSTOPSIG(status) == SIGSEGV || WSTOPSIG(status) == SIGBUS || WSTOPSIG(status) == SIGILL)
+            return Error("loading the agent faulted in process " + std::to_string(t.pid));
+        if ((status >> 16) == 0 && WSTOPSIG(status) != SIGTRAP) t.held_signals[tid] = WSTOPSIG(status);
+    }
+    return Error("loading the agent did not complete in process " + std::to_string(t.pid));
+}
+
+Result<uint64_t> runtime_address(elf::Binary& binary, const std::vector<Mapping>& maps, const std::string& path_end,
+                                 uint64_t vaddr, dev_t device, ino_t inode) {
+    auto offset = binary.vaddr_to_offset(vaddr);
+    if (!offset) {
+        // .bss: no file bytes; use the load bias of the object's first mapping.
+        for (const auto& m : maps) {
+            if (m.device != device || m.inode != inode) continue;
+            auto mapped_vaddr = binary.offset_to_vaddr(m.file_offset);
+            if (mapped_vaddr) return vaddr + (m.start - *mapped_vaddr);
+        }
+        return Error("no file offset for " + hex(vaddr) + " in " + path_end);
+    }
+    for (const auto& m : maps) {
+        if (m.device != device || m.inode != inode) continue;
+        if (*offset >= m.file_offset && *offset < m.file_offset + (m.end - m.start))
+            return m.start + (*offset - m.file_offset);
+    }
+    return Error(path_end + " is not mapped where " + hex(vaddr) + " lives");
+}
+
+Result<uint64_t> InlineEngine::find_dlopen(Target& t, const std::vector<Mapping>& maps) {
+    for (const auto& m : maps) {
+        if (!m.exec || m.inode == 0 || m.path.find("/libc.so") == std::string::npos) continue;
+        std::string path = proc::host_path(t.pid, m.path);
+        UPROBE_TRY(elf::Binary * libc, resolver_.binary(path));
+        for (const auto& f : libc->functions())
+            if (f.name == "dlopen" && !f.local) return runtime_address(*libc, maps, path, f.vaddr, m.device, m.inode);
+        return Error(path + " exports no dlopen (glibc older than 2.34?)");
+    }
+    return Error("process " + std::to_string(t.pid) + " has no libc mapped (a static program? try --engine ptrace)");
+}
+
+Result<uint64_t> InlineEngine::find_agent_symbol(Target& t, const std::vector<Mapping>& maps, const std::string& name,
+                                                 bool function) {
+    UPROBE_TRY(elf::Binary * agent, resolver_.binary(agent_));
+    std::optional<uint64_t> vaddr;
+    if (function) {
+        for (const auto& f : agent->functions())
+            if (f.name == name) vaddr = f.vaddr;
+    } else {
+        vaddr = agent->data_symbol(name);
+    }
+    if (!vaddr) return Error(agent_ + " has no symbol " + name + " (a different build?)");
+    for (const auto& m : maps)
+        if (m.inode == t.agent_inode && m.device == t.agent_device)
+            return runtime_address(*agent, maps, agent_, *vaddr, m.device, m.inode);
+    return Error("the agent is not loaded in process " + std::to_string(t.pid));
+}
+
+Result<uint64_t> InlineEngine::find_handler(Target& t, const std::vector<Mapping>& maps) {
+    return find_agent_symbol(t, maps, abi::kHandlerSymbol, true);
+}
+
+// The fallback where a jump cannot go: int3, handled by the agent's
+// SIGTRAP handler in the program itself, resuming at the displaced
+// instruction relocated out of line.
+Result<void> InlineEngine::insert_int3(Target& t, pid_t tid, uint64_t address, std::span<const uint8_t> code,
+                                       uint32_t index) {
+    abi::Header* h = t.region;
+    if (h->int3_count + 1 >= h->int3_capacity) return Error("too many int3 sites");
+    uint8_t current = 0;
+    UPROBE_CHECK(proc::read_memory(t.pid, address, &current, 1));
+    if (current != code[0]) return Error("code at " + hex(address) + " differs from the file (breakpoint of another debugger?)");
+    UPROBE_TRY(uint64_t slot, allocate(t, tid, address, arch::kMaxOutOfLineSize));
+    UPROBE_TRY(arch::OutOfLine ool, arch::relocate(code, address, slot));
+    UPROBE_CHECK(proc::write_memory(t.pid, slot, ool.code.data(), ool.code.size()));
+    abi::Int3Entry* table = abi::int3_table_of(h);
+    uint32_t at = abi::int3_slot_of(address, h->int3_capacity);
+    while (table[at].address != 0) at = at + 1 == h->int3_capacity ? 0 : at + 1;
+    table[at].resume = slot;
+    table[at].site = index;
+    table[at].removed = 0;
+    __atomic_store_n(&table[at].address, address, __ATOMIC_RELEASE);
+    h->int3_count++;
+    const uint8_t int3 = arch::kBreakpoint;
+    UPROBE_CHECK(proc::write_memory(t.pid, address, &int3, 1));
+    t.patches.push_back(Patch{address, true, {current}, {int3}});
+    return {};
+}
+
+// `pid` as its own pid namespace numbers it (the last NSpid of its status).
+pid_t own_pid_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("NSpid:", 0) != 0) continue;
+        auto last = line.find_last_of(" \t");
+        if (auto n = parse_uint(line.substr(last + 1))) return static_cast<pid_t>(*n);
+    }
+    return pid;
+}
+
+// The agent as the target sees it: a mapping named like our agent file.
+// A memfd copy (attach) shows as "/memfd:libuprobe-agent.so (deleted)".
+const Mapping* loaded_agent(const std::vector<Mapping>& maps) {
+    for (const auto& m : maps)
+        if (m.inode != 0 && m.path.find("libuprobe-agent.so") != std::string::npos) return &m;
+    return nullptr;
+}
+
+// Attach: the agent goes in as a memfd copy of our file, so a target in
+// another mount namespace (or chroot) loads exactly our bytes, and no path
+// of ours needs to exist there. An agent of an earlier session is reused;
+// one whose session's tracer is alive means the process is taken.
+Result<void> InlineEngine::inject_agent(Target& t, pid_t tid) {
+    auto remote = [&](int64_t number, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0,
+                      uint64_t a5 = 0, uint64_t a6 = 0) {
+        return proc::remote_syscall(tid, t.scratch, number, a1, a2, a3, a4, a5, a6);
+    };
+    const std::string pid_text = std::to_string(t.pid);
+    UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
+    if (const Mapping* agent = loaded_agent(maps)) {
+        t.agent_inode = agent->inode;
+        t.agent_device = agent->device;
+        UPROBE_TRY(uint64_t region_word, find_agent_symbol(t, maps, "uprobe_agent_region", false));
+        uint64_t region = 0;
+        abi::Header old{};
+        if (proc::read_memory(t.pid, region_word, &region, sizeof region) && region &&
+            proc::read_memory(t.pid, region, &old, sizeof old) && old.magic == abi::kMagic && old.enabled &&
+            old.tracer_pid && ::kill(static_cast<pid_t>(old.tracer_pid), 0) == 0)
+            return Error("process " + pid_text + " is already traced by process " + std::to_string(old.tracer_pid) +
+                         " (uprobe, inline engine); only one tracer at a time: detach that one first");
+    } else {
+        UniqueFd file(::open(agent_.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!file.valid()) return errno_error(agent_, errno);
+        std::string bytes;
+        char buffer[65536];
+        for (ssize_t n; (n = ::read(file.get(), buffer, sizeof buffer)) > 0;) bytes.append(buffer, static_cast<size_t>(n));
+        const std::string name = "libuprobe-agent.so";
+        UPROBE_CHECK(proc::write_memory(t.pid, t.scratch + 64, name.c_str(), name.size() + 1));
+        UPROBE_TRY(int64_t fd, remote(SYS_memfd_create, t.scratch + 64, MFD_CLOEXEC));
+        if (fd < 0) return errno_error("memfd_create in process " + pid_text, static_cast<int>(-fd));
+        auto loaded = [&]() -> Result<void> {
+            uint64_t size = (bytes.size() + 4095) & ~uint64_t{4095};
+            UPROBE_TRY(int64_t staging, remote(SYS_mmap, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                                               static_cast<uint64_t>(-1), 0));
+            if (staging < 0) return errno_error("staging the agent in process " + pid_text, static_cast<int>(-staging));
+            UPROBE_CHECK(proc::write_memory(t.pid, static_cast<uint64_t>(staging), bytes.data(), bytes.size()));
+            for (uint64_t done = 0; done < bytes.size();) {
+                UPROBE_TRY(int64_t n, remote(SYS_write, static_cast<uint64_t>(fd), static_cast<uint64_t>(staging) + done,
+                                             bytes.size() - done));
+                if (n <= 0) return errno_error("copying the agent into process " + pid_text, static_cast<int>(-n));
+                done += static_cast<uint64_t>(n);
+            }
+            (void)remote(SYS_munmap, static_cast<uint64_t>(staging), size);
+            struct stat st{};
+            std::string fd_path = "/proc/" + pid_text + "/fd/" + std::to_string(fd);
+            if (::stat(fd_path.c_str(), &st) != 0) return errno_error(fd_path, errno);
+            t.agent_inode = st.st_ino;
+            t.agent_device = st.st_dev;
+            // Not /proc/self/...: the loader records this name in the link
+            // map, and a debugger reading it would open its own fd N (a
+            // pipe, say, and block). The target's own pid, as its pid
+            // namespace numbers it, names the same file for everyone.
+            std::string self_path = "/proc/" + std::to_string(own_pid_of(t.pid)) + "/fd/" + std::to_string(fd);
+            UPROBE_CHECK(proc::write_memory(t.pid, t.scratch + 128, self_path.c_str(), self_path.size() + 1));
+            UPROBE_TRY(uint64_t dlopen_at, find_dlopen(t, maps));
+            UPROBE_TRY(uint64_t handle, remote_call(t, tid, dlopen_at, t.scratch + 128, RTLD_NOW));
+            if (handle == 0) return Error("the dynamic loader of process " + pid_text + " refused the agent");
+            return {};
+        }();
+        (void)remote(SYS_close, static_cast<uint64_t>(fd));
+        UPROBE_CHECK(loaded);
+    }
+    // The event region: created inside the target, so it is the target's
+    // (reachable through its /proc/PID/fd only while the fd is open, which
+    // is just long enough for us to map it too).
+    const std::string name = "uprobe-events";
+    UPROBE_CHECK(proc::write_memory(t.pid, t.scratch + 64, name.c_str(), name.size() + 1));
+    UPROBE_TRY(int64_t fd, remote(SYS_memfd_create, t.scratch + 64, MFD_CLOEXEC));
+    if (fd < 0) return errno_error("memfd_create in process " + pid_text, static_cast<int>(-fd));
+    auto close_remote = [&] { (void)remote(SYS_close, static_cast<uint64_t>(fd)); };
+    UPROBE_TRY(int64_t sized, remote(SYS_ftruncate, static_cast<uint64_t>(fd), kLayout.total()));
+    if (sized < 0) {
+        close_remote();
+        return errno_error("sizing the event region", static_cast<int>(-sized));
+    }
+    UPROBE_TRY(int64_t mapped, remote(SYS_mmap, 0, kLayout.total(), PROT_READ | PROT_WRITE, MAP_SHARED,
+                                      static_cast<uint64_t>(fd), 0));
+    std::string path = "/proc/" + pid_text + "/fd/" + std::to_string(fd);
+    UniqueFd ours(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    close_remote();
+    if (mapped < 0) return errno_error("mapping the event region in process " + pid_text, static_cast<int>(-mapped));
+    if (!ours.valid()) return errno_error(path, errno);
+    UPROBE_TRY(t.region, map_region(ours.get()));
+    init_region(t.region);
+    t.region->self = static_cast<uint64_t>(mapped);
+    t.region->agent_pid = static_cast<uint32_t>(t.pid);
+    t.remote_region = static_cast<uint64_t>(mapped);
+    return {};
+}
+
+bool probe_wants(const ProbeSpec& spec, const Target& t, const Mapping& m, const std::string& path) {
+    const std::string& bin = spec.location.binary;
+    if (bin.empty()) return m.inode == t.exe_inode && m.device == t.exe_device;
+    if (bin.find('/') != std::string::npos) {
+        // A path names a file as the target sees it: compare identities.
+        std::string absolute = bin[0] == '/' ? bin : std::filesystem::absolute(bin).string();
+        struct stat st{};
+        return ::stat(proc::host_path(t.pid, absolute).c_str(), &st) == 0 && st.st_dev == m.device &&
+               st.st_ino == m.inode;
+    }
+    return probe::Resolver::binary_matches(bin, path);
+}
+
+Result<void> InlineEngine::install(Target& t, pid_t tid) {
+    if (!t.scratch) UPROBE_CHECK(map_scratch(t, tid));
+    struct stat st{};
+    std::string exe = "/proc/" + std::to_string(t.pid) + "/exe";
+    if (::stat(exe.c_str(), &st) != 0) return errno_error(exe, errno);
+    t.exe_inode = st.st_ino;
+    t.exe_device = st.st_dev;
+    UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
+    UPROBE_TRY(t.handler, find_handler(t, maps));
+    UPROBE_TRY(uint64_t region_word, find_agent_symbol(t, maps, "uprobe_agent_region", false));
+    UPROBE_CHECK(proc::write_memory(t.pid, region_word, &t.remote_region, sizeof t.remote_region));
+    UPROBE_CHECK(place_new_objects(t, tid, true));
+    if (auto watched = watch_dynamic_linker(t, tid); !watched)
+        note("dlopen tracking disabled in " + std::to_string(t.pid) + ": " + watched.error().message());
+    return {};
+}
+
+// Places the probes of every object mapped now and not seen before.
+Result<void> InlineEngine::place_new_objects(Target& t, pid_t tid, bool at_start) {
+    UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
+    std::vector<uint64_t> rips;
+    UPROBE_TRY(std::vector<pid_t> tids, proc::list_threads(t.pid));
+    for (pid_t each : tids)
+        if (auto regs = proc::get_regs(each)) rips.push_back(regs->rip);
+    std::set<std::pair<dev_t, ino_t>> mapped;
+    std::vector<bool> placed(request_.probes.size(), false);
+    for (const auto& m : maps) {
+        if (m.inode == 0 || !m.exec) continue;
+        mapped.insert({m.device, m.inode});
+        if (!t.objects.insert({m.device, m.inode}).second) continue;
+        std::string path = proc::host_path(t.pid, m.path);
+        for (size_t i = 0; i < request_.probes.size(); ++i) {
+            if (!probe_wants(request_.probes[i], t, m, path)) continue;
+            placed[i] = true;
+            auto inserted = insert_probe(t, tid, m, maps, i, rips);
+            if (!inserted) {
+                Error e = inserted.error().context("probe " + request_.probes[i].name);
+                if (at_start) return e;
+                note(e.message());
+            }
+        }
+    }
+    // A dlclose'd object may come back (at another address): forget it.
+    for (auto it = t.objects.begin(); it != t.objects.end();) it = mapped.count(*it) ? std::next(it) : t.objects.erase(it);
+    if (at_start)
+        for (size_t i = 0; i < request_.probes.size(); ++i)
+            if (!placed[i])
+                note("probe " + request_.probes[i].name + ": " + request_.probes[i].location.binary +
+                     " is not loaded in " + std::to_string(t.pid) + " yet; pending until it is");
+    return {};
+}
+
+// r_debug through the main executable's DT_DEBUG (filled in by ld.so before
+// any constructor runs), and an internal int3 site at its r_brk, the
+// function the dynamic linker calls around every dlopen and dlclose
+// (System V gABI "Dynamic Linking", glibc <link.h>).
+Result<void> InlineEngine::watch_dynamic_linker(Target& t, pid_t tid) {
+    UPROBE_TRY(auto auxv, proc::read_auxv(t.pid));
+    uint64_t phdr = auxv[AT_PHDR], phnum = auxv[AT_PHNUM];
+    if (!phdr || !phnum || phnum > 256) return {};
+    struct Phdr {
+        uint32_t type, flags;
+        uint64_t offset, vaddr, paddr, filesz, memsz, align;
+    };
+    std::vector<Phdr> headers(phnum);
+    UPROBE_CHECK(proc::read_memory(t.pid, phdr, headers.data(), phnum * sizeof(Phdr)));
+    std::optional<uint64_t> bias;
+    uint64_t dynamic = 0;
+    for (const auto& ph : headers)
+        if (ph.type == 6 /* PT_PHDR */) bias = phdr - ph.vaddr;
+    if (!bias) return {};
+    for (const auto& ph : headers)
+        if (ph.type == 2 /* PT_DYNAMIC */) dynamic = *bias + ph.vaddr;
+    if (!dynamic) return {};
+    uint64_t r_debug = 0;
+    for (int i = 0; i < 512 && !r_debug; ++i) {
+        uint64_t entry[2];
+        UPROBE_CHECK(proc::read_memory(t.pid, dynamic + 16 * i, entry, sizeof entry));
+        if (entry[0] == 0) break;
+        if (entry[0] == 21 /* DT_DEBUG */) r_debug = entry[1];
+    }
+    if (!r_debug) return {};
+    uint64_t r_brk = 0;
+    UPROBE_CHECK(proc::read_memory(t.pid, r_debug + 16, &r_brk, sizeof r_brk));
+    if (!r_brk || t.first_site_at.count(r_brk)) return {};
+    abi::Header* h = t.region;
+    if (h->site_count >= h->site_capacity) return Error("too many probe sites");
+    uint8_t code[arch::kMaxInstructionLength + 1];
+    UPROBE_CHECK(proc::read_memory(t.pid, r_brk, code, sizeof code));
+    const uint32_t index = h->site_count;
+    abi::Site& slot = abi::sites_of(h)[index];
+    std::memset(&slot, 0, sizeof slot);
+    slot.probe_id = abi::kInternalProbe;
+    slot.flags = abi::kSiteNotify;
+    slot.address = r_brk;
+    SiteInfo info;
+    info.probe_id = abi::kInternalProbe;
+    info.address = r_brk;
+    t.sites.push_back(std::move(info));
+    __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
+    h->r_debug = r_debug;
+    UPROBE_CHECK(insert_int3(t, tid, r_brk, code, index));
+    t.first_site_at[r_brk] = index;
+    return {};
+}
+
+// The agent waits at the rendezvous: stop everything, place the probes of
+// the objects that came, let everything go, and tell the agent.
+void InlineEngine::rescan(Target& t) {
+    uint32_t seq = __atomic_load_n(&t.region->notify_seq, __ATOMIC_ACQUIRE);
+    if (seq == t.acked) return;
+    auto tids = stop_all(t);
+    if (tids) {
+        pid_t tid = std::find(tids->begin(), tids->end(), t.pid) != tids->end() ? t.pid : tids->front();
+        if (auto placed = place_new_objects(t, tid, false); !placed) note(placed.error().message());
+        release_all(t, *tids);
+    }
+    t.acked = seq;
+    __atomic_store_n(&t.region->notify_ack, seq, __ATOMIC_RELEASE);
+    futex(&t.region->notify_ack, FUTEX_WAKE, INT32_MAX);
+}
+
+Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any, const std::vector<Mapping>& maps,
+                                        size_t probe_index, const std::vector<uint64_t>& rips) {
+    const ProbeSpec& spec = request_.probes[probe_index];
+    std::string path = proc::host_path(t.pid, any.path);
+    auto cached = site_cache_.find({probe_index, path});
+    if (cached == site_cache_.end()) {
+        UPROBE_TRY(std::vector<probe::Site> sites, resolver_.resolve(spec, path));
+        cached = site_cache_.emplace(std::make_pair(probe_index, path), std::move(sites)).first;
+    }
+    UPROBE_TRY(elf::Binary * binary, resolver_.binary(path));
+    abi::Header* h = t.region;
+    size_t count = 0, int3_sites = 0;
+    auto raise_semaphore = [&](const probe::Site& site, uint64_t bias) -> Result<void> {
+        if (!site.marker || !site.marker->semaphore_vaddr) return {};
+        uint64_t semaphore = site.marker->semaphore_vaddr + bias;
+        uint16_t value = 0;
+        UPROBE_CHECK(proc::read_memory(t.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
+        ++value;
+        UPROBE_CHECK(proc::write_memory(t.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
+        t.semaphores[semaphore]++;
+        return {};
+    };
+    for (const probe::Site& site : cached->second) {
+        const Mapping* home = nullptr;
+        for (const auto& m : maps) {
+            if (m.device != any.device || m.inode != any.inode || !m.exec) continue;
+            if (site.file_offset >= m.file_offset && site.file_offset < m.file_offset + (m.end - m.start)) home = &m;
+        }
+        if (!home) return Error("address " + hex(site.vaddr) + " of " + any.path + " is not mapped executable");
+        const uint64_t address = home->start + (site.file_offset - home->file_offset);
+        const std::string where = "at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")");
+        probe::CompileContext context;
+        context.site = &site;
+        context.load_bias = address - site.vaddr;
+        context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
+            if (auto a = binary->data_symbol(name)) return *a;
+            return Error("no symbol '" + name + "' in " + binary->path());
+        };
+        SiteInfo info;
+        info.probe_id = static_cast<uint32_t>(probe_index);
+        info.address = address;
+        bool needs_fpregs = false;
+        for (const auto& arg : spec.args) {
+            UPROBE_TRY(probe::FetchProgram program, probe::compile_fetch(arg, context));
+            needs_fpregs |= program.needs_fpregs;
+            info.programs.push_back(program);
+        }
+        if (h->site_count >= h->site_capacity || h->program_count + info.programs.size() > h->program_capacity)
+            return Error("too many probe sites for the inline engine");
+        const uint32_t index = h->site_count;
+        abi::Site& slot = abi::sites_of(h)[index];
+        std::memset(&slot, 0, sizeof slot);
+        slot.probe_id = info.probe_id;
+        slot.flags = request_.count_only ? uint32_t{abi::kSiteCountOnly} : 0u;
+        slot.address = address;
+        slot.first_program = h->program_count;
+        slot.arg_count = static_cast<uint32_t>(info.programs.size());
+        slot.string_max = static_cast<uint32_t>(request_.string_max);
+        for (size_t a = 0; a < info.programs.size(); ++a)
+            abi::programs_of(h)[h->program_count + a] = info.programs[a];
+
+        if (auto existing = t.first_site_at.find(address); existing != t.first_site_at.end()) {
+            // A second probe at a patched address joins its chain.
+            if (t.counting_sites.count(existing->second)) info.hits_from = existing->second;
+            uint32_t last = existing->second;
+            while (abi::sites_of(h)[last].next) last = abi::sites_of(h)[last].next - 1;
+            h->program_count += static_cast<uint32_t>(info.programs.size());
+            t.sites.push_back(std::move(info));
+            __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
+            abi::sites_of(h)[last].next = index + 1;
+        } else {
+            // A jump where it is safe (see arch/x86_64/trampoline.hpp),
+            // else an int3 handled in the program.
+            std::string no_jump;
+            size_t displaced = 0;
+            if (!site.function_size) {
+                no_jump = "the function's size is unknown";
+            } else if (auto function = binary->code(site.function_vaddr, site.function_size); !function) {
+                no_jump = function.error().message();
+            } else if (auto checked = arch::check_jump_site(*function, site.function_vaddr, site.vaddr); !checked) {
+                no_jump = checked.error().message();
+            } else {
+                displaced = *checked;
+                for (const auto& [other, _] : t.first_site_at)
+                    if ((other > address && other < address + displaced) || (address > other && address < other + 5))
+                        no_jump = "too close to another probe site";
+                for (uint64_t rip : rips)
+                    if (rip > address && rip < address + displaced) no_jump = "a thread is stopped inside the bytes";
+            }
+            if (!no_jump.empty()) {
+                UPROBE_TRY(auto code, binary->code(site.vaddr, arch::kMaxInstructionLength + 1));
+                h->program_count += static_cast<uint32_t>(info.programs.size());
+                t.sites.push_back(std::move(info));
+                __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
+                UPROBE_CHECK(insert_int3(t, tid, address, code, index).context(where));
+                t.first_site_at[address] = index;
+                ++int3_sites;
+                note("probe " + spec.name + " " + where + ": int3 site (no jump: " + no_jump + ")");
+                stats_[probe_index].sites++;
+                UPROBE_CHECK(raise_semaphore(site, context.load_bias));
+                ++count;
+                continue;
+            }
+            UPROBE_TRY(auto code, binary->code(site.vaddr, displaced + arch::kMaxInstructionLength));
+            std::vector<uint8_t> original(code.begin(), code.begin() + static_cast<long>(displaced));
+            std::vector<uint8_t> current(displaced);
+            UPROBE_CHECK(proc::read_memory(t.pid, address, current.data(), current.size()));
+            if (current != original)
+                return Error("code " + where + " differs from the file (breakpoint of another debugger?)");
+            UPROBE_TRY(uint64_t tramp, allocate(t, tid, address, 1024));
+            arch::TrampolineRequest r;
+            r.site = address;
+            r.original = code;
+            r.displaced = displaced;
+            r.address = tramp;
+            r.handler = t.handler;
+            r.argument = t.remote_region;
+            r.index = index;
+            r.save_vector_registers = needs_fpregs;
+            if (request_.count_only) {
+                // Count-only: a lock inc in the trampoline, no handler call.
+                r.counter = t.remote_region + h->sites_offset + uint64_t{index} * sizeof(abi::Site) +
+                            offsetof(abi::Site, hits);
+                t.counting_sites.insert(index);
+            }
+            UPROBE_TRY(arch::Trampoline trampoline, arch::make_trampoline(r).context(where));
+            if (trampoline.code.size() > 1024) return Error(where + ": trampoline too large");
+            UPROBE_CHECK(proc::write_memory(t.pid, tramp, trampoline.code.data(), trampoline.code.size()));
+            h->program_count += static_cast<uint32_t>(info.programs.size());
+            t.sites.push_back(std::move(info));
+            __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
+            UPROBE_CHECK(proc::write_memory(t.pid, address, trampoline.patch.data(), trampoline.patch.size()));
+            t.patches.push_back(Patch{address, false, original, trampoline.patch});
+            t.first_site_at[address] = index;
+        }
+        stats_[probe_index].sites++;
+        UPROBE_CHECK(raise_semaphore(site, context.load_bias));
+        ++count;
+    }
+    note("probe " + spec.name + ": " + std::to_string(count) + " site" + (count == 1 ? "" : "s") + " in " + any.path +
+         " of " + std::to_string(t.pid) + " (" + std::to_string(count - int3_sites) + " jump, " +
+         std::to_string(int3_sites) + " int3)");
+    return {};
+}
+
+// ---------------------------------------------------------------- events
+
+uint64_t InlineEngine::tsc_to_ns(uint64_t tsc) {
+    uint64_t now_tsc = rdtsc(), now_ns = monotonic_ns();
+    if (now_tsc <= tsc0_ || now_ns <= ns0_) return now_ns;
+    unsigned __int128 scaled = static_cast<unsigned __int128>(tsc > tsc0_ ? tsc - tsc0_ : 0) * (now_ns - ns0_);
+    return ns0_ + static_cast<uint64_t>(scaled / (now_tsc - tsc0_));
+}
+
+// Serves a string's bytes from a record to probe::evaluate.
+class RecordMemory final : public probe::MemoryReader {
+public:
+    RecordMemory(const uint8_t* bytes, size_t length, bool terminated)
+        : bytes_(bytes), length_(length), terminated_(terminated) {}
+    size_t read(uint64_t, void* out, size_t size) override {
+        size_t n = std::min(size, length_);
+        std::memcpy(out, bytes_, n);
+        if (terminated_ && n < size) {
+            static_cast<uint8_t*>(out)[n] = 0;
+            ++n;
+        }
+        return n;
+    }
+
+private:
+    const uint8_t* bytes_;
+    size_t length_;
+    bool terminated_;
+};
+
+void InlineEngine::drain(Target& t) {
+    abi::Header* h = t.region;
+    if (!h) return;
+    Event event;
+    user_regs_struct regs{};
+    for (uint32_t i = 0; i < h->ring_count; ++i) {
+        abi::RingControl* r = abi::ring_of(h, i);
+        uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+        uint64_t tail = r->tail;
+        const uint8_t* data = abi::ring_data(r);
+        while (tail < head) {
+            const auto* rec = reinterpret_cast<const abi::RecordHeader*>(data + tail % h->ring_size);
+            if (rec->size < 8 || rec->size > h->ring_size) break;  // corrupt: stop reading this ring
+            if (rec->kind == abi::kRecordHit && rec->site < t.sites.size() &&
+                t.sites[rec->site].probe_id < request_.probes.size()) {
+                const SiteInfo& site = t.sites[rec->site];
+                const ProbeSpec& spec = request_.probes[site.probe_id];
+                event.probe_id = site.probe_id;
+                event.probe = spec.name;
+                event.pid = static_cast<pid_t>(rec->pid);
+                if (event.pid != t.pid && !std::count(ever_traced_.begin(), ever_traced_.end(), event.pid))
+                    ever_traced_.push_back(event.pid);  // a followed child (fork keeps the shared region)
+                event.tid = static_cast<pid_t>(rec->tid);
+                event.ts_ns = tsc_to_ns(rec->tsc);
+                auto& comm = t.comms[event.tid];
+                if (comm.empty()) comm = proc::read_comm(event.pid, event.tid);
+                event.comm = comm;
+                event.addr = site.address;
+                event.is_return = false;
+                event.args.clear();
+                const uint8_t* at = reinterpret_cast<const uint8_t*>(rec) + sizeof(abi::RecordHeader);
+                probe::FetchContext context;
+                context.pid = event.pid;
+                context.tid = event.tid;
+                context.comm = event.comm;
+                context.string_max = request_.string_max;
+                for (uint32_t a = 0; a < rec->arg_count && a < site.programs.size(); ++a) {
+                    const auto* arg = reinterpret_cast<const abi::ArgHeader*>(at);
+                    at += sizeof(abi::ArgHeader);
+                    const probe::FetchProgram& program = site.programs[a];
+                    probe::FetchProgram constant = program;
+                    constant.step_count = 1;
+                    constant.steps[0] = probe::FetchStep{probe::FetchOp::LoadConst, 0, 8, 1, static_cast<int64_t>(arg->value)};
+                    Value value;
+                    switch (arg->kind) {
+                    case abi::kArgBadAddress: value = Value::make_error("bad address " + hex(arg->value)); break;
+                    case abi::kArgString:
+                    case abi::kArgTruncatedString: {
+                        RecordMemory memory(at, arg->length, arg->kind == abi::kArgString);
+                        value = probe::evaluate(constant, regs, memory, context);
+                        at += (arg->length + 7) & ~uint32_t{7};
+                        break;
+                    }
+                    case abi::kArgNeedsTracer:
+                        if (program.format == probe::FetchFormat::Comm || program.format == probe::FetchFormat::Pid ||
+                            program.format == probe::FetchFormat::Tid) {
+                            RecordMemory none(nullptr, 0, false);
+                            value = probe::evaluate(program, regs, none, context);
+                        } else {
+                            value = Value::make_error("floating-point registers unavailable");
+                        }
+                        break;
+                    default: {
+                        RecordMemory none(nullptr, 0, false);
+                        value = probe::evaluate(constant, regs, none, context);
+                    }
+                    }
+                    event.args.push_back(EventArg{spec.args[a].name, std::move(value)});
+                }
+                // Records carry no registers (that would double their size):
+                // consumers see rip only. Hold and Detach need a stopped
+                // thread, which this engine never has: they act as Continue.
+                regs.rip = site.address;
+                (void)consumer_->on_hit(event, regs);
+            }
+            tail += rec->size;
+        }
+        __atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
+    }
+}
+
+std::vector<ProbeStats> InlineEngine::stats() const {
+    std::vector<ProbeStats> out = stats_;
+    for (const auto& t : targets_) {
+        if (!t->region) continue;
+        for (size_t i = 0; i < t->sites.size(); ++i) {
+            if (t->sites[i].probe_id >= out.size()) continue;  // internal
+            const abi::Site& s = abi::sites_of(t->region)[i];
+            const abi::Site& counted = t->sites[i].hits_from >= 0 ? abi::sites_of(t->region)[t->sites[i].hits_from] : s;
+            out[t->sites[i].probe_id].hits += __atomic_load_n(&counted.hits, __ATOMIC_RELAXED);
+            out[t->sites[i].probe_id].dropped += __atomic_load_n(&s.dropped, __ATOMIC_RELAXED);
+        }
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------- loop
+
+Result<int> InlineEngine::run() {
+    while (!stop_requested_.load()) {
+        std::vector<pollfd> fds;
+        fds.push_back({wake_fd_.get(), POLLIN, 0});
+        std::vector<Target*> polled;
+        for (auto& t : targets_) {
+            if (!t->alive || !t->pidfd.valid()) continue;
+            fds.push_back({t->pidfd.get(), POLLIN, 0});
+            polled.push_back(t.get());
+        }
+        if (polled.empty()) break;
+        int ready = ::poll(fds.data(), fds.size(), 1);
+        for (auto& t : targets_) {
+            drain(*t);
+            if (t->alive && t->region) rescan(*t);
+        }
+        if (ready <= 0) continue;
+        for (size_t i = 0; i < polled.size(); ++i) {
+            if (!(fds[i + 1].revents & POLLIN)) continue;
+            Target& t = *polled[i];
+            t.alive = false;
+            if (t.root) {
+                int status = 0;
+                pid_t got;
+                do got = ::waitpid(t.pid, &status, 0);
+                while (got < 0 && errno == EINTR);
+                if (got == t.pid) root_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            }
+            drain(t);
+        }
+    }
+    for (auto& t : targets_) finish_target(*t);
+    return root_status_;
+}
+
+void InlineEngine::remove_probes(Target& t) {
+    for (auto it = t.patches.rbegin(); it != t.patches.rend(); ++it) {
+        std::vector<uint8_t> current(it->patched.size());
+        if (proc::read_memory(t.pid, it->address, current.data(), current.size()) && current == it->patched)
+            (void)proc::write_memory(t.pid, it->address, it->original.data(), it->original.size());
+        if (it->int3 && t.region) {
+            abi::Int3Entry* table = abi::int3_table_of(t.region);
+            for (uint32_t i = 0; i < t.region->int3_capacity; ++i)
+                if (table[i].address == it->address) __atomic_store_n(&table[i].removed, 1, __ATOMIC_RELEASE);
+        }
+    }
+    t.patches.clear();
+    for (auto& [address, raised] : t.semaphores) {
+        uint16_t value = 0;
+        if (!proc::read_memory(t.pid, address, &value, sizeof value)) continue;
+        value = value >= raised ? static_cast<uint16_t>(value - raised) : 0;
+        (void)proc::write_memory(t.pid, address, &value, sizeof value);
+    }
+    t.semaphores.clear();
+}
+
+// Takes the probes out of a live process (threads stopped, so none is in
+// the middle of a patched jump; trampolines stay mapped for threads still
+// inside one), then reads what is left in the rings.
+void InlineEngine::finish_target(Target& t) {
+    if (!t.region) return;
+    if (t.alive && ::kill(t.pid, 0) == 0) {
+        auto tids = stop_all(t);
+        if (tids) {
+            remove_probes(t);
+            release_all(t, *tids);
+        }
+    }
+    t.alive = false;
+    drain(t);
+    // Keep the final counters for stats() after the region is gone.
+    for (size_t i = 0; i < t.sites.size(); ++i) {
+        if (t.sites[i].probe_id >= stats_.size()) continue;  // internal
+        const abi::Site& s = abi::sites_of(t.region)[i];
+        const abi::Site& counted = t.sites[i].hits_from >= 0 ? abi::sites_of(t.region)[t.sites[i].hits_from] : s;
+        stats_[t.sites[i].probe_id].hits += __atomic_load_n(&counted.hits, __ATOMIC_RELAXED);
+        stats_[t.sites[i].probe_id].dropped += __atomic_load_n(&s.dropped, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&t.region->enabled, 0, __ATOMIC_RELEASE);
+    ::munmap(t.region, kLayout.total());
+    t.region = nullptr;
+}
+
+}  // namespace
+
+std::unique_ptr<Engine> make_inline_engine() { return std::make_unique<InlineEngine>(); }
+
+}  // namespace uprobe::engine

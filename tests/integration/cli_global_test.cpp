@@ -1,0 +1,116 @@
+// `uprobe trace --global`: one probe, every process that maps the binary —
+// those running before the tracer and those started after it — and
+// prefilters that keep every other process untouched (never attached:
+// TracerPid stays 0; never hit: no event carries its pid).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "process.hpp"
+
+namespace uprobe::test {
+namespace {
+
+// Tracer of `pid` per /proc/PID/status, or -1 when the process is gone.
+int tracer_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("TracerPid:", 0) == 0) return std::stoi(line.substr(10));
+    return -1;
+}
+
+// pids that appear in text-format events ("comm  PID/TID  SECONDS: probe: ...").
+std::set<pid_t> event_pids(const std::string& out) {
+    std::set<pid_t> pids;
+    static const std::regex event(R"(^\s*\S+\s+(\d+)/(\d+)\s+[0-9.]+: tick: )");
+    for (const auto& line : lines_of(out)) {
+        std::smatch m;
+        if (std::regex_search(line, m, event)) pids.insert(std::stoi(m[1]));
+    }
+    return pids;
+}
+
+std::unique_ptr<Background> worker(const std::string& name) {
+    auto w = std::make_unique<Background>(std::vector<std::string>{target_path("global_worker"), name});
+    EXPECT_TRUE(w->wait_for_line("ready"));
+    return w;
+}
+
+std::string probe() { return "tick=" + target_path("global_worker") + ":global_tick i=%di twice=%si"; }
+
+// Ends a worker and checks it ran on unharmed: every call's arguments intact.
+void finish_worker(Background& w) {
+    w.signal(SIGTERM);
+    auto r = w.wait();
+    EXPECT_EQ(r.status, 0) << r.describe();
+    EXPECT_NE(r.out.find("calls>0=1 bad=0"), std::string::npos) << r.describe();
+}
+
+TEST(CliGlobal, RunningAndLaterProcessesAllHit) {
+    std::vector<std::unique_ptr<Background>> workers;
+    for (const char* name : {"gw_one", "gw_two", "gw_three"}) workers.push_back(worker(name));
+    Background tracer({uprobe_path(), "trace", "-a", probe(), "--comm", "gw_*"});
+    for (auto& w : workers)
+        ASSERT_TRUE(tracer.wait_for_text(" " + std::to_string(w->pid()) + "/")) << "no hit in " << w->pid();
+    // Started after the tracer: found by the /proc scan.
+    workers.push_back(worker("gw_late"));
+    ASSERT_TRUE(tracer.wait_for_text(" " + std::to_string(workers.back()->pid()) + "/")) << "late process never hit";
+    tracer.signal(SIGINT);
+    auto r = tracer.wait();
+    EXPECT_EQ(r.status, 0) << r.describe();
+    EXPECT_NE(r.err.find("processes traced: 4"), std::string::npos) << r.describe();
+    std::set<pid_t> expected;
+    for (auto& w : workers) expected.insert(w->pid());
+    EXPECT_EQ(event_pids(r.out), expected);
+    for (auto& w : workers) {
+        EXPECT_EQ(tracer_of(w->pid()), 0) << "still traced after the tracer ended";
+        finish_worker(*w);
+    }
+}
+
+TEST(CliGlobal, PrefiltersLeaveOtherProcessesUntouched) {
+    for (const std::string filter : {"--comm", "--pid"}) {
+        auto insider = worker("gw_insider");
+        auto outsider = worker("gw_outsider");
+        std::string value = filter == "--comm" ? "*insider" : std::to_string(insider->pid());
+        Background tracer({uprobe_path(), "trace", "--global", probe(), filter, value});
+        ASSERT_TRUE(tracer.wait_for_text(" " + std::to_string(insider->pid()) + "/")) << filter;
+        // The outsider keeps calling the probed function all along; sample
+        // its tracer over 300 more of the insider's hits (several scans).
+        std::smatch first;
+        std::string seen = tracer.out();
+        ASSERT_TRUE(std::regex_search(seen, first, std::regex(R"( i=(\d+) twice=)")));
+        long i0 = std::stol(first[1]);
+        for (long k = 1; k <= 6; ++k) {
+            ASSERT_EQ(tracer_of(outsider->pid()), 0) << filter << ": outsider attached";
+            ASSERT_TRUE(tracer.wait_for_text(" i=" + std::to_string(i0 + 50 * k) + " twice="));
+        }
+        tracer.signal(SIGINT);
+        auto r = tracer.wait();
+        EXPECT_EQ(r.status, 0) << r.describe();
+        EXPECT_EQ(event_pids(r.out), std::set<pid_t>{insider->pid()}) << filter;
+        EXPECT_NE(r.err.find("processes traced: 1"), std::string::npos) << r.describe();
+        EXPECT_EQ(tracer_of(outsider->pid()), 0);
+        finish_worker(*insider);
+        finish_worker(*outsider);
+    }
+}
+
+TEST(CliGlobal, UsageErrors) {
+    auto r = run({uprobe_path(), "trace", "-a", "global_tick"});
+    EXPECT_EQ(r.status, 1) << r.describe();
+    EXPECT_NE(r.err.find("a global probe names its binary"), std::string::npos) << r.describe();
+    r = run({uprobe_path(), "trace", "-a", probe(), "--", "true"});
+    EXPECT_EQ(r.status, 2) << r.describe();
+    r = run({uprobe_path(), "trace", probe(), "--comm", "x", "--", "true"});
+    EXPECT_EQ(r.status, 2) << r.describe();
+}
+
+}  // namespace
+}  // namespace uprobe::test

@@ -1,0 +1,104 @@
+// `uprobe trace` with return probes: --return-mode, --latency (bpftrace
+// hist() layout, count and percentiles), the text of return events.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "process.hpp"
+
+namespace uprobe::test {
+namespace {
+
+std::vector<std::string> trace(std::vector<std::string> args) {
+    std::vector<std::string> argv = {uprobe_path(), "trace", "--engine", "ptrace"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+}
+
+class CliReturn : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CliReturn, ReturnEventsShowValueEntryArgumentAndDuration) {
+    const std::string bin = target_path("ret_funcs");
+    auto r = run(trace({"--return-mode", GetParam(), "sq=square%return v=$retval x=@entry($arg1) d=$duration",
+                        "--", bin, "basic", "4"}));
+    ASSERT_EQ(r.status, 0) << r.describe();
+    auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 5u) << r.out;
+    EXPECT_EQ(lines[4], run({bin, "basic", "4"}).out.substr(0, lines[4].size()));
+    for (int i = 0; i < 4; ++i) {
+        std::smatch m;
+        ASSERT_TRUE(std::regex_search(lines[static_cast<size_t>(i)], m,
+                                      std::regex(R"( sq: \(0x[0-9a-f]+\) v=(\d+) x=(\d+) d=(\d+)$)")))
+            << lines[static_cast<size_t>(i)];
+        EXPECT_EQ(std::stoi(m[1]), i * i);
+        EXPECT_EQ(std::stoi(m[2]), i);
+        EXPECT_GT(std::stoll(m[3]), 0);
+    }
+}
+
+TEST_P(CliReturn, LatencyPrintsAHistogramPerFunction) {
+    const std::string bin = target_path("ret_funcs");
+    auto r = run(trace(
+        {"--latency", "--return-mode", GetParam(), "square", "nothing=half", "--", bin, "basic", "300"}));
+    ASSERT_EQ(r.status, 0) << r.describe();
+    auto lines = lines_of(r.out);
+    // The program's line, then the square histogram, then the empty one.
+    ASSERT_GE(lines.size(), 5u) << r.out;
+    EXPECT_EQ(lines[0], "sum 8955050");  // sum of i*i for i < 300
+    EXPECT_EQ(lines[1], "@square (ns):");
+    uint64_t total = 0;
+    size_t i = 2;
+    std::regex row(R"(^(\[\d+[KMGT]?(, \d+[KMGT]?\))?\]?)\s+(\d+) \|(@*) *\|$)");
+    for (; i < lines.size(); ++i) {
+        std::smatch m;
+        if (!std::regex_match(lines[i], m, row)) break;
+        total += std::stoull(m[3]);
+        EXPECT_EQ(lines[i].size(), 16u + 8u + 2u + 52u + 1u) << lines[i];
+    }
+    EXPECT_EQ(total, 300u);
+    ASSERT_LT(i, lines.size());
+    EXPECT_TRUE(std::regex_match(lines[i], std::regex(R"(count 300  p50 \S+  p90 \S+  p99 \S+  max \S+)")))
+        << lines[i];
+    EXPECT_NE(r.out.find("nothing: no returns"), std::string::npos) << r.out;
+}
+
+TEST_P(CliReturn, LatencyAsJson) {
+    const std::string bin = target_path("ret_funcs");
+    auto r = run(trace({"--latency", "--format", "json", "--return-mode", GetParam(), "-o", "/dev/stdout",
+                        "square", "--", bin, "basic", "50"}));
+    ASSERT_EQ(r.status, 0) << r.describe();
+    auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 2u) << r.out;
+    auto j = nlohmann::json::parse(lines[1]);
+    EXPECT_EQ(j["probe"], "square");
+    EXPECT_EQ(j["count"], 50);
+    uint64_t total = 0;
+    for (const auto& b : j["buckets"]) total += b["count"].get<uint64_t>();
+    EXPECT_EQ(total, 50u);
+    EXPECT_LE(j["p50_ns"].get<uint64_t>(), j["p99_ns"].get<uint64_t>());
+    EXPECT_LE(j["p99_ns"].get<uint64_t>(), j["max_ns"].get<uint64_t>());
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, CliReturn, ::testing::Values("trampoline", "insn"));
+
+TEST(CliReturnErrors, LatencyNeedsFunctions) {
+    auto r = run(trace({"--latency", "square+4", "--", target_path("ret_funcs")}));
+    EXPECT_EQ(r.status, 2) << r.describe();
+    EXPECT_NE(r.err.find("--latency times functions"), std::string::npos) << r.err;
+}
+
+TEST(CliReturnErrors, UnknownReturnMode) {
+    auto r = run(trace({"--return-mode", "magic", "square%return", "--", target_path("ret_funcs")}));
+    EXPECT_EQ(r.status, 2) << r.describe();
+    EXPECT_NE(r.err.find("--return-mode"), std::string::npos) << r.err;
+}
+
+TEST(CliReturnErrors, InsnModeRefusesAJumpTable) {
+    auto r = run(trace({"--return-mode", "insn", "switcher%return", "--", target_path("ret_tail"), "3"}));
+    EXPECT_EQ(r.status, 1) << r.describe();
+    EXPECT_NE(r.err.find("indirect jump at switcher+"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace uprobe::test

@@ -1,0 +1,413 @@
+// Return probes (FUNC%return) end to end, in both mechanisms: trampolines
+// and instruction analysis. Every test compares the traced program's
+// output with an untraced run and checks every return value, which the
+// targets (tests/targets/ret_*) know by construction.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "engine_support.hpp"
+
+namespace uprobe::engine::test {
+namespace {
+
+struct Options {
+    ReturnMode mode = ReturnMode::Trampoline;
+    bool follow = false;
+    std::function<void(Engine&, const Event&)> after_event;
+};
+
+LaunchResult launch_returns(const std::vector<std::string>& probes, const std::vector<std::string>& argv,
+                            const Options& options, std::vector<std::string>* notes = nullptr) {
+    LaunchResult result;
+    auto engine = make_ptrace_engine();
+    Watchdog watchdog(*engine);
+    Collector collector;
+    if (options.after_event) collector.after_event = [&](const Event& e) { options.after_event(*engine, e); };
+    TraceRequest request;
+    for (const auto& p : probes) request.probes.push_back(spec(p));
+    request.command = argv;
+    request.follow_children = options.follow;
+    request.return_mode = options.mode;
+    CapturedStdout capture;
+    auto started = engine->start(request, collector);
+    capture.restore();
+    if (!started) {
+        result.error = started.error().message();
+        return result;
+    }
+    for (pid_t pid : engine->traced_processes()) watchdog.watch(pid);
+    auto status = engine->run();
+    if (!status)
+        result.error = status.error().message();
+    else
+        result.status = *status;
+    result.output = capture.text();
+    result.events = std::move(collector.events);
+    result.processes = engine->traced_processes();
+    result.stats = engine->stats();
+    if (notes) *notes = collector.notes;
+    return result;
+}
+
+std::vector<const Event*> of_probe(const LaunchResult& r, const std::string& probe) {
+    std::vector<const Event*> out;
+    for (const auto& e : r.events)
+        if (e.probe == probe) out.push_back(&e);
+    return out;
+}
+
+std::string mode_name(const testing::TestParamInfo<ReturnMode>& info) {
+    return info.param == ReturnMode::Trampoline ? "Trampoline" : "Instructions";
+}
+
+class Returns : public testing::TestWithParam<ReturnMode> {
+protected:
+    Options options() const {
+        Options o;
+        o.mode = GetParam();
+        return o;
+    }
+};
+
+TEST_P(Returns, EveryReturnWithItsValue) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "basic", "200"};
+    auto r = launch_returns({"sq=square%return v=$retval"}, argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced(argv));
+    ASSERT_EQ(r.events.size(), 200u);
+    const uint64_t square = nm_address(target("ret_funcs"), "square");
+    for (uint64_t i = 0; i < 200; ++i) {
+        const Event& e = r.events[i];
+        EXPECT_TRUE(e.is_return);
+        EXPECT_EQ(e.probe, "sq");
+        ASSERT_EQ(e.args.size(), 1u);
+        EXPECT_EQ(e.args[0].name, "v");
+        EXPECT_EQ(e.args[0].value.u, i * i);
+        // The event's address is the function's entry (PIE: same page offset).
+        EXPECT_EQ(e.addr & 0xfff, square & 0xfff);
+    }
+    EXPECT_EQ(r.stats.at(0).hits, 200u);
+    EXPECT_EQ(r.stats.at(0).sites, 1u);
+}
+
+TEST_P(Returns, EntryValuesAndDuration) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "basic", "50"};
+    auto r =
+        launch_returns({"square=square%return x=@entry($arg1) v=$retval:s64 d=$duration"}, argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    ASSERT_EQ(r.events.size(), 50u);
+    for (int64_t i = 0; i < 50; ++i) {
+        const Event& e = r.events[static_cast<size_t>(i)];
+        ASSERT_EQ(e.args.size(), 3u);
+        EXPECT_EQ(e.args[0].name, "x");
+        EXPECT_EQ(e.args[0].value.u, static_cast<uint64_t>(i));
+        EXPECT_EQ(e.args[1].value.kind, Value::Kind::Signed);
+        EXPECT_EQ(e.args[1].value.i, i * i);
+        EXPECT_EQ(e.args[2].name, "d");
+        EXPECT_EQ(e.args[2].value.kind, Value::Kind::Unsigned);
+        EXPECT_GT(e.args[2].value.u, 0u);
+        EXPECT_EQ(e.args[2].value.u, e.duration_ns);
+    }
+}
+
+TEST_P(Returns, FloatReturnValuesComeFromXmm0) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "float", "20"};
+    auto r = launch_returns({"half=half%return v=$retval:f64", "third=third%return v=$retval:f32"}, argv,
+                            options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    auto halves = of_probe(r, "half");
+    auto thirds = of_probe(r, "third");
+    ASSERT_EQ(halves.size(), 20u);
+    ASSERT_EQ(thirds.size(), 20u);
+    for (int i = 0; i < 20; ++i) {
+        EXPECT_EQ(halves[static_cast<size_t>(i)]->args.at(0).value.kind, Value::Kind::Float);
+        EXPECT_EQ(halves[static_cast<size_t>(i)]->args[0].value.f, (i + 0.5) / 2);
+        EXPECT_EQ(thirds[static_cast<size_t>(i)]->args.at(0).value.f,
+                  static_cast<double>(static_cast<float>(i) / 3.0f));
+    }
+}
+
+TEST_P(Returns, NestedProbedFunctionsReturnInnermostFirst) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "nested", "30"};
+    auto r = launch_returns(
+        {"outer=outer%return v=$retval", "middle=middle%return v=$retval", "inner=inner%return v=$retval"},
+        argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    ASSERT_EQ(r.events.size(), 90u);
+    for (uint64_t i = 0; i < 30; ++i) {
+        EXPECT_EQ(r.events[3 * i].probe, "inner");
+        EXPECT_EQ(r.events[3 * i].args.at(0).value.u, i + 10);
+        EXPECT_EQ(r.events[3 * i + 1].probe, "middle");
+        EXPECT_EQ(r.events[3 * i + 1].args.at(0).value.u, 2 * (i + 10));
+        EXPECT_EQ(r.events[3 * i + 2].probe, "outer");
+        EXPECT_EQ(r.events[3 * i + 2].args.at(0).value.u, 2 * (i + 10) + 1);
+    }
+}
+
+TEST_P(Returns, RecursionFiveThousandDeep) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "recurse", "5000"};
+    auto r = launch_returns({"depth=depth%return v=$retval n=@entry($arg1)"}, argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced(argv));
+    ASSERT_EQ(r.events.size(), 5001u);
+    for (uint64_t i = 0; i <= 5000; ++i) {
+        EXPECT_EQ(r.events[i].args.at(0).value.u, i) << "return " << i;
+        EXPECT_EQ(r.events[i].args.at(1).value.u, i);
+    }
+}
+
+TEST_P(Returns, LongjmpDropsAbandonedFramesAndNeverReportsThem) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "longjmp", "20"};
+    std::vector<std::string> notes;
+    auto r = launch_returns({"jumper=jumper%return v=$retval", "sigjumper=sigjumper%return v=$retval",
+                             "square=square%return v=$retval"},
+                            argv, options(), &notes);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced(argv));
+    EXPECT_TRUE(of_probe(r, "jumper").empty());
+    EXPECT_TRUE(of_probe(r, "sigjumper").empty());
+    auto squares = of_probe(r, "square");
+    ASSERT_EQ(squares.size(), 3u);
+    EXPECT_EQ(squares[0]->args.at(0).value.u, 4u);
+    EXPECT_EQ(squares[1]->args.at(0).value.u, 9u);
+    EXPECT_EQ(squares[2]->args.at(0).value.u, 16u);
+}
+
+TEST_P(Returns, FourThreadsExactValuesPerThread) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "threads", "3000"};
+    auto r = launch_returns({"square=square%return x=@entry($arg1) v=$retval"}, argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    ASSERT_EQ(r.events.size(), 4u * 3000u);
+    std::map<pid_t, std::set<uint64_t>> bases;
+    std::map<pid_t, uint64_t> next;
+    for (const auto& e : r.events) {
+        uint64_t x = e.args.at(0).value.u;
+        EXPECT_EQ(e.args.at(1).value.u, x * x);
+        bases[e.tid].insert(x / 1000000);
+        // Per thread, program order: x counts up from base.
+        if (next.count(e.tid)) {
+            EXPECT_EQ(x, next[e.tid]);
+        }
+        next[e.tid] = x + 1;
+    }
+    EXPECT_EQ(bases.size(), 4u);
+    for (const auto& [tid, b] : bases) EXPECT_EQ(b.size(), 1u) << "thread " << tid;
+}
+
+TEST_P(Returns, TailCallsReportCalleeFirstWithTheSameValue) {
+    const std::vector<std::string> argv = {target("ret_tail"), "20"};
+    // The test relies on tail_outer ending in a jmp to tail_inner.
+    std::string dump = shell("objdump -d --no-show-raw-insn " + target("ret_tail"));
+    auto at = dump.find("<tail_outer>:");
+    ASSERT_NE(at, std::string::npos);
+    ASSERT_NE(dump.substr(at, 200).find("jmp"), std::string::npos) << dump.substr(at, 200);
+    auto r = launch_returns({"outer=tail_outer%return v=$retval", "inner=tail_inner%return v=$retval"}, argv,
+                            options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    ASSERT_EQ(r.events.size(), 40u);
+    for (uint64_t i = 0; i < 20; ++i) {
+        uint64_t expected = 3 * (i + 1) + (i + 1 > 100);
+        EXPECT_EQ(r.events[2 * i].probe, "inner");
+        EXPECT_EQ(r.events[2 * i].args.at(0).value.u, expected);
+        EXPECT_EQ(r.events[2 * i + 1].probe, "outer");
+        EXPECT_EQ(r.events[2 * i + 1].args.at(0).value.u, expected);
+    }
+}
+
+TEST_P(Returns, TailCallIntoAnUnprobedFunction) {
+    const std::vector<std::string> argv = {target("ret_tail"), "20"};
+    auto r = launch_returns({"tail_outer=tail_outer%return v=$retval"}, argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    ASSERT_EQ(r.events.size(), 20u);
+    for (uint64_t i = 0; i < 20; ++i) EXPECT_EQ(r.events[i].args.at(0).value.u, 3 * (i + 1));
+}
+
+TEST_P(Returns, ExceptionsPropagateExactlyAsUntraced) {
+    const std::vector<std::string> argv = {target("ret_throw"), "3"};
+    auto r = launch_returns({"thrower=thrower%return v=$retval:s32", "catcher=catcher%return v=$retval:s32",
+                             "rethrower=rethrower%return v=$retval:s32", "calm=calm%return v=$retval:s32"},
+                            argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced(argv));
+    // Every thrower frame is unwound, so is every rethrower frame: no
+    // returns. The catching frames return normally.
+    EXPECT_TRUE(of_probe(r, "thrower").empty());
+    EXPECT_TRUE(of_probe(r, "rethrower").empty());
+    auto caught = of_probe(r, "catcher");
+    ASSERT_EQ(caught.size(), 3u);
+    for (const Event* e : caught) EXPECT_EQ(e->args.at(0).value.i, -4);
+    auto calm = of_probe(r, "calm");
+    ASSERT_EQ(calm.size(), 3u);
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(calm[static_cast<size_t>(i)]->args.at(0).value.i, 100 + i);
+}
+
+TEST_P(Returns, ForkWithoutFollowLeavesAWorkingChild) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "fork", "21"};
+    auto r = launch_returns({"forker=forker%return v=$retval"}, argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, "child 42\nparent 63, child ok\n");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    ASSERT_EQ(r.events.size(), 1u);
+    EXPECT_EQ(r.events[0].args.at(0).value.u, 63u);
+}
+
+TEST_P(Returns, ForkWithFollowReportsBothReturns) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "fork", "21"};
+    Options o = options();
+    o.follow = true;
+    auto r = launch_returns({"forker=forker%return v=$retval"}, argv, o);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, "child 42\nparent 63, child ok\n");
+    ASSERT_EQ(r.events.size(), 2u);
+    ASSERT_EQ(r.processes.size(), 2u);
+    std::map<pid_t, uint64_t> by_pid;
+    for (const auto& e : r.events) by_pid[e.pid] = e.args.at(0).value.u;
+    EXPECT_EQ(by_pid[r.processes[0]], 63u);
+    EXPECT_EQ(by_pid[r.processes[1]], 42u);
+}
+
+INSTANTIATE_TEST_SUITE_P(BothModes, Returns,
+                         testing::Values(ReturnMode::Trampoline, ReturnMode::Instructions), mode_name);
+
+// stop() while 2000 hijacked frames are live: every return address goes
+// back, and the program, released afterwards, returns through all of them.
+TEST(ReturnsDetach, DetachDuringDeepRecursionRestoresEveryFrame) {
+    int go[2];
+    ASSERT_EQ(::pipe(go), 0);
+    const std::vector<std::string> argv = {target("ret_funcs"), "detach", "2000", std::to_string(go[0])};
+    auto engine = make_ptrace_engine();
+    Watchdog watchdog(*engine);
+    Collector collector;
+    collector.after_event = [&](const Event& e) {
+        if (e.probe == "bottom") engine->stop();
+    };
+    TraceRequest request;
+    request.probes = {spec("waiting_depth%return v=$retval"), spec("bottom")};
+    request.command = argv;
+    request.return_mode = ReturnMode::Trampoline;
+    CapturedStdout capture;
+    ASSERT_TRUE(engine->start(request, collector).ok());
+    pid_t pid = engine->traced_processes().at(0);
+    watchdog.watch(pid);
+    auto status = engine->run();
+    ASSERT_TRUE(status.ok());
+    // Detached with the program still blocked at the bottom.
+    EXPECT_EQ(::kill(pid, 0), 0);
+    char byte = 1;
+    ASSERT_EQ(::write(go[1], &byte, 1), 1);
+    int exit_status = 0;
+    ASSERT_EQ(::waitpid(pid, &exit_status, 0), pid);
+    capture.restore();
+    ::close(go[0]);
+    ::close(go[1]);
+    EXPECT_TRUE(WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0) << "status " << exit_status;
+    EXPECT_EQ(capture.text(), "waited 2000\n");
+    EXPECT_TRUE(collector.events.size() == 1u && collector.events[0].probe == "bottom");
+}
+
+TEST(ReturnsInstructions, IndirectJumpIsRefusedWithAReason) {
+    auto r = launch_returns({"switcher=switcher%return v=$retval"}, {target("ret_tail"), "3"},
+                            Options{ReturnMode::Instructions, false, {}});
+    EXPECT_NE(r.error.find("indirect jump at switcher+"), std::string::npos) << r.error;
+    EXPECT_NE(r.error.find("--return-mode=trampoline"), std::string::npos) << r.error;
+    // The trampoline handles it.
+    auto t = launch_returns({"switcher=switcher%return v=$retval:s64"}, {target("ret_tail"), "3"},
+                            Options{ReturnMode::Trampoline, false, {}});
+    ASSERT_EQ(t.error, "");
+    ASSERT_EQ(t.events.size(), 2u);
+    EXPECT_EQ(t.events[0].args.at(0).value.i, 3 << 4);  // switcher(3)
+    EXPECT_EQ(t.events[1].args.at(0).value.i, 2 ^ 5);   // switcher(argc == 2)
+}
+
+// Go checks return addresses while it scans and moves stacks: auto mode
+// must pick instruction analysis there, and report Go's register-ABI
+// results (first result in rax).
+TEST(ReturnsGo, AutoModeOnAGoProgram) {
+    const std::string bin = target("ret_go");
+    if (::access(bin.c_str(), X_OK) != 0) GTEST_SKIP() << "no Go toolchain: " << bin << " was not built";
+    const std::vector<std::string> argv = {bin, "25"};
+    auto r = launch_returns({"addmul=main.addmul%return v=$retval a=@entry(%ax) b=@entry(%bx)"}, argv,
+                            Options{ReturnMode::Auto, false, {}});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced(argv));
+    ASSERT_EQ(r.events.size(), 25u);
+    for (uint64_t i = 0; i < 25; ++i) {
+        EXPECT_EQ(r.events[i].args.at(0).value.u, 8 * i);
+        EXPECT_EQ(r.events[i].args.at(1).value.u, i);
+        EXPECT_EQ(r.events[i].args.at(2).value.u, 7u);
+    }
+}
+
+// Go grows a goroutine's stack by copying it, so a frame's entry rsp no
+// longer matches at its ret: every return is still reported with its value
+// ($duration then says it is unknown), and the program is unharmed.
+TEST(ReturnsGo, DeepRecursionWhileTheStackMoves) {
+    const std::string bin = target("ret_go_deep");
+    if (::access(bin.c_str(), X_OK) != 0) GTEST_SKIP() << "no Go toolchain: " << bin << " was not built";
+    for (const char* probe : {"rec=main.rec%return v=$retval", "rec=main.rec%return v=$retval d=$duration"}) {
+        auto r = launch_returns({probe}, {bin}, Options{ReturnMode::Auto, false, {}});
+        ASSERT_EQ(r.error, "");
+        EXPECT_EQ(r.status, 0);
+        EXPECT_EQ(r.output, "rec 10000\n");
+        // rec(2000) five times: each returns 0, 1, ..., 2000 in that order.
+        ASSERT_EQ(r.events.size(), 5u * 2001u) << probe;
+        size_t unknown = 0;
+        for (size_t i = 0; i < r.events.size(); ++i) {
+            EXPECT_EQ(r.events[i].args.at(0).value.u, i % 2001) << probe << " return " << i;
+            if (r.events[i].args.size() > 1 && r.events[i].args[1].value.kind == Value::Kind::Error)
+                ++unknown;
+        }
+        if (r.events[0].args.size() > 1) {
+            EXPECT_LT(unknown, r.events.size()) << "some durations must be known";
+        }
+    }
+}
+
+// The kernel's uretprobes (through bpftrace) as an independent oracle for
+// counts and values.
+TEST(ReturnsOracle, SameReturnsAsTheKernelsUretprobes) {
+    if (::geteuid() != 0) GTEST_SKIP() << "bpftrace needs root";
+    if (shell("command -v bpftrace").empty()) GTEST_SKIP() << "bpftrace is not installed";
+    const std::string bin = target("ret_funcs");
+    std::string kernel =
+        shell("bpftrace -q -e 'uretprobe:" + bin + ":square { printf(\"%lu\\n\", retval); }' -c '" + bin +
+              " basic 300' 2>/dev/null");
+    std::vector<uint64_t> expected;
+    std::istringstream lines(kernel);
+    std::string line;
+    while (std::getline(lines, line)) {
+        if (line.empty() || line.rfind("sum ", 0) == 0) continue;
+        expected.push_back(std::stoull(line));
+    }
+    if (expected.empty()) GTEST_SKIP() << "bpftrace produced no events here: " << kernel.substr(0, 200);
+    for (ReturnMode mode : {ReturnMode::Trampoline, ReturnMode::Instructions}) {
+        auto r = launch_returns({"square=square%return v=$retval"}, {bin, "basic", "300"},
+                                Options{mode, false, {}});
+        ASSERT_EQ(r.error, "");
+        std::vector<uint64_t> ours;
+        for (const auto& e : r.events) ours.push_back(e.args.at(0).value.u);
+        EXPECT_EQ(ours, expected);
+    }
+}
+
+}  // namespace
+}  // namespace uprobe::engine::test

@@ -1,0 +1,191 @@
+// Jump patches and trampolines, run for real in this process: small
+// hand-assembled functions (encodings from the SDM, checked with objdump)
+// are copied into an executable buffer, patched with the generated jump,
+// and called; the handler records what the trampoline handed it.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <cstring>
+#include <vector>
+
+#include "arch/x86_64/trampoline.hpp"
+
+namespace uprobe::arch {
+namespace {
+
+struct Seen {
+    int calls = 0;
+    uint64_t frame[kFrameGeneralWords] = {};
+    uint64_t xmm0 = 0;
+    uint64_t argument = 0;
+    uint32_t index = 0;
+} g_seen;
+
+extern "C" void record_hit(const uint64_t* frame, uint64_t argument, uint32_t index) {
+    ++g_seen.calls;
+    std::memcpy(g_seen.frame, frame, sizeof g_seen.frame);
+    std::memcpy(&g_seen.xmm0, reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset, 8);
+    g_seen.argument = argument;
+    g_seen.index = index;
+}
+
+// user_regs_struct slots.
+constexpr int kRsi = 13, kRdi = 14, kRip = 16, kRsp = 19;
+
+class Buffer {
+public:
+    Buffer() {
+        void* p = mmap(nullptr, kSize, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        base_ = p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
+    }
+    ~Buffer() {
+        if (base_) munmap(base_, kSize);
+    }
+    uint8_t* at(size_t offset) { return base_ + offset; }
+    uint64_t address(size_t offset) { return reinterpret_cast<uint64_t>(base_ + offset); }
+
+    // Places `code` at offset 0, patches `site_offset` to a trampoline at
+    // 4096 and returns the function's address.
+    void* patch(const std::vector<uint8_t>& code, size_t site_offset, bool vectors = false, uint64_t counter = 0) {
+        std::memcpy(at(0), code.data(), code.size());
+        std::memset(at(code.size()), 0xCC, 64);
+        auto displaced = check_jump_site(code, address(0), address(site_offset));
+        EXPECT_TRUE(displaced) << displaced.error().message();
+        if (!displaced) return nullptr;
+        TrampolineRequest r;
+        r.site = address(site_offset);
+        r.original = std::span<const uint8_t>(at(site_offset), code.size() - site_offset + 16);
+        r.displaced = *displaced;
+        r.address = address(4096);
+        r.handler = reinterpret_cast<uint64_t>(&record_hit);
+        r.argument = 0x1122334455667788;
+        r.index = 7;
+        r.save_vector_registers = vectors;
+        r.counter = counter;
+        auto t = make_trampoline(r);
+        EXPECT_TRUE(t) << t.error().message();
+        if (!t) return nullptr;
+        std::memcpy(at(4096), t->code.data(), t->code.size());
+        EXPECT_EQ(t->patch.size(), *displaced);
+        std::memcpy(at(site_offset), t->patch.data(), t->patch.size());
+        return at(0);
+    }
+
+private:
+    static constexpr size_t kSize = 65536;
+    uint8_t* base_ = nullptr;
+};
+
+TEST(Trampoline, EntryProbeSeesArgumentsAndTheFunctionStillWorks) {
+    Buffer b;
+    // push rbp; mov rbp, rsp; lea rax, [rdi+rsi]; pop rbp; ret
+    std::vector<uint8_t> code = {0x55, 0x48, 0x89, 0xE5, 0x48, 0x8D, 0x04, 0x37, 0x5D, 0xC3};
+    auto* f = reinterpret_cast<long (*)(long, long)>(b.patch(code, 0));
+    ASSERT_NE(f, nullptr);
+    g_seen = {};
+    EXPECT_EQ(f(30, 12), 42);
+    EXPECT_EQ(f(-5, 2), -3);
+    EXPECT_EQ(g_seen.calls, 2);
+    EXPECT_EQ(g_seen.frame[kRdi], uint64_t(-5));
+    EXPECT_EQ(g_seen.frame[kRsi], 2u);
+    EXPECT_EQ(g_seen.frame[kRip], b.address(0));
+    EXPECT_EQ(g_seen.frame[kRsp] % 16, 8u) << "rsp at entry, below the return address";
+    EXPECT_EQ(g_seen.argument, 0x1122334455667788u);
+    EXPECT_EQ(g_seen.index, 7u);
+}
+
+TEST(Trampoline, RedZoneOfALeafFunctionSurvives) {
+    Buffer b;
+    // mov [rsp-8], rdi; <site> mov rax, [rsp-8]; ret
+    std::vector<uint8_t> code = {0x48, 0x89, 0x7C, 0x24, 0xF8, 0x48, 0x8B, 0x44, 0x24, 0xF8, 0xC3};
+    auto* f = reinterpret_cast<long (*)(long)>(b.patch(code, 5));
+    ASSERT_NE(f, nullptr);
+    g_seen = {};
+    EXPECT_EQ(f(0x5eed), 0x5eed);
+    EXPECT_EQ(g_seen.calls, 1);
+    EXPECT_EQ(g_seen.frame[kRip], b.address(5));
+}
+
+TEST(Trampoline, FlagsSurviveTheHandler) {
+    Buffer b;
+    // cmp rdi, rsi; <site> setl al; movzx eax, al; ret
+    std::vector<uint8_t> code = {0x48, 0x39, 0xF7, 0x0F, 0x9C, 0xC0, 0x0F, 0xB6, 0xC0, 0xC3};
+    auto* f = reinterpret_cast<int (*)(long, long)>(b.patch(code, 3));
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f(1, 2), 1);
+    EXPECT_EQ(f(2, 1), 0);
+    EXPECT_EQ(f(-1, 0), 1);
+}
+
+TEST(Trampoline, RipRelativeDisplacedInstructionReadsTheOriginalData) {
+    Buffer b;
+    // mov rax, [rip+0x100] (reads offset 7+0x100); ret
+    std::vector<uint8_t> code = {0x48, 0x8B, 0x05, 0x00, 0x01, 0x00, 0x00, 0xC3};
+    uint64_t value = 0xfeedface12345678;
+    std::memcpy(b.at(7 + 0x100), &value, 8);
+    auto* f = reinterpret_cast<uint64_t (*)()>(b.patch(code, 0));
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f(), value);
+}
+
+TEST(Trampoline, VectorRegistersAreSavedForTheHandler) {
+    Buffer b;
+    // movq rax, xmm0; ret
+    std::vector<uint8_t> code = {0x66, 0x48, 0x0F, 0x7E, 0xC0, 0xC3};
+    auto* f = reinterpret_cast<uint64_t (*)(double)>(b.patch(code, 0, true));
+    ASSERT_NE(f, nullptr);
+    double x = 1.5;
+    uint64_t bits;
+    std::memcpy(&bits, &x, 8);
+    g_seen = {};
+    EXPECT_EQ(f(x), bits);
+    EXPECT_EQ(g_seen.xmm0, bits);
+}
+
+TEST(Trampoline, CountingTrampolineCountsAndKeepsFlagsAndRax) {
+    Buffer b;
+    uint64_t counter = 0;
+    // cmp rdi, rsi; <site> setl al; movzx eax, al; ret
+    std::vector<uint8_t> code = {0x48, 0x39, 0xF7, 0x0F, 0x9C, 0xC0, 0x0F, 0xB6, 0xC0, 0xC3};
+    auto* f = reinterpret_cast<int (*)(long, long)>(b.patch(code, 3, false, reinterpret_cast<uint64_t>(&counter)));
+    ASSERT_NE(f, nullptr);
+    g_seen = {};
+    EXPECT_EQ(f(1, 2), 1);
+    EXPECT_EQ(f(2, 1), 0);
+    EXPECT_EQ(f(-1, 0), 1);
+    EXPECT_EQ(counter, 3u);
+    EXPECT_EQ(g_seen.calls, 0) << "a counting trampoline calls no handler";
+}
+
+TEST(JumpSite, RefusesWhatAJumpCannotReplace) {
+    const uint64_t at = 0x1000;
+    // ret: shorter than a jump
+    std::vector<uint8_t> tiny = {0xC3};
+    auto r = check_jump_site(tiny, at, at);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("ends 1 bytes after"), std::string::npos) << r.error().message();
+    // push rbp; mov rbp, rsp; jmp back to +1 (inside the patched bytes): eb f9 at +4 -> +6-7=-1... target 0x1001
+    std::vector<uint8_t> loop = {0x55, 0x48, 0x89, 0xE5, 0xEB, 0xFB, 0xC3};
+    r = check_jump_site(loop, at, at);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("lands inside"), std::string::npos) << r.error().message();
+    // call rel32 first, then more bytes: the call would return inside the patch
+    std::vector<uint8_t> call = {0xE8, 0x00, 0x00, 0x00, 0x00, 0x90, 0xC3};
+    r = check_jump_site(call, at, at);
+    ASSERT_TRUE(r) << "the call is the whole 5 bytes: its return address is after the patch";
+    std::vector<uint8_t> nop_call = {0x90, 0xE8, 0x00, 0x00, 0x00, 0x00, 0x90, 0xC3};
+    r = check_jump_site(nop_call, at, at);
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(*r, 6u);
+    std::vector<uint8_t> call_then = {0xE8, 0x00, 0x00, 0x00, 0x00, 0x90, 0xC3};
+    r = check_jump_site(call_then, at, at + 0);
+    EXPECT_TRUE(r);
+    // jmp rax in the function: a jump table could land anywhere
+    std::vector<uint8_t> table = {0x55, 0x48, 0x89, 0xE5, 0x90, 0xFF, 0xE0};
+    r = check_jump_site(table, at, at);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("indirect jump"), std::string::npos) << r.error().message();
+}
+
+}  // namespace
+}  // namespace uprobe::arch

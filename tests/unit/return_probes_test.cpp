@@ -1,0 +1,185 @@
+// Return-probe bookkeeping without a traced process: function exits from
+// hand-encoded machine code (encodings from the SDM, vol. 2), shadow
+// stacks over a "stack" in this process's own memory (process_vm_readv and
+// writev work on ourselves), and instruction-mode frames.
+#include "engine/ptrace/return_probes.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace uprobe::engine {
+namespace {
+
+constexpr uint64_t kStart = 0x1000;
+
+Result<FunctionExits> exits_of(const std::vector<uint8_t>& code, std::vector<CodeRange> more = {}) {
+    std::vector<CodeRange> parts = {{kStart, code}};
+    parts.insert(parts.end(), more.begin(), more.end());
+    return find_function_exits(parts, "f");
+}
+
+TEST(FunctionExits, RetsAndDirectTailJumps) {
+    // 0x1000: test edi,edi (85 ff); 0x1002: je +3 (74 03) -> 0x1007, inside;
+    // 0x1004: mov eax,edi (89 f8); 0x1006: ret (c3);
+    // 0x1007: jmp rel32 (e9) to 0x1007 + 5 + 0x100 = 0x110c, outside.
+    std::vector<uint8_t> code = {0x85, 0xff, 0x74, 0x03, 0x89, 0xf8, 0xc3, 0xe9, 0x00, 0x01, 0x00, 0x00};
+    auto exits = exits_of(code);
+    ASSERT_TRUE(exits.ok()) << exits.error().message();
+    EXPECT_EQ(exits->returns, (std::vector<uint64_t>{0x1006}));
+    ASSERT_EQ(exits->tail_jumps.size(), 1u);
+    EXPECT_EQ(exits->tail_jumps[0].address, 0x1007u);
+    EXPECT_EQ(exits->tail_jumps[0].target, 0x110cu);
+}
+
+TEST(FunctionExits, IndirectJumpIsRefusedWithItsPlace) {
+    // 0x1000: nop (90); 0x1001: jmp rax (ff e0).
+    auto exits = exits_of({0x90, 0xff, 0xe0});
+    ASSERT_FALSE(exits.ok());
+    EXPECT_NE(exits.error().message().find("indirect jump at f+1 (0x1001)"), std::string::npos)
+        << exits.error().message();
+}
+
+TEST(FunctionExits, ConditionalJumpOutIsRefused) {
+    // 0x1000: je +0x10 (74 10) -> 0x1012, outside; 0x1002: ret.
+    auto exits = exits_of({0x74, 0x10, 0xc3});
+    ASSERT_FALSE(exits.ok());
+    EXPECT_NE(exits.error().message().find("conditional jump out of the function at f+0"), std::string::npos)
+        << exits.error().message();
+}
+
+TEST(FunctionExits, ColdPartIsInside) {
+    // Body: je rel32 to the cold part at 0x2000 (0f 84 rel32: 0x2000 - 0x1006 = 0xffa);
+    // ret. Cold: ret.
+    std::vector<uint8_t> body = {0x0f, 0x84, 0xfa, 0x0f, 0x00, 0x00, 0xc3};
+    std::vector<uint8_t> cold = {0xc3};
+    auto exits = exits_of(body, {{0x2000, cold}});
+    ASSERT_TRUE(exits.ok()) << exits.error().message();
+    EXPECT_EQ(exits->returns, (std::vector<uint64_t>{0x1006, 0x2000}));
+    EXPECT_TRUE(exits->tail_jumps.empty());
+}
+
+TEST(FunctionExits, NoExitIsAnError) {
+    // ud2 (0f 0b): never returns.
+    EXPECT_FALSE(exits_of({0x0f, 0x0b}).ok());
+}
+
+ReturnFrame frame_of(const ReturnSite* site) {
+    ReturnFrame f;
+    f.entry_ns = 1;
+    f.returns.push_back(PendingReturn{site, {}});
+    return f;
+}
+
+// A fake stack in our own memory: slots[i] holds a return address.
+class TrampolineStacksTest : public testing::Test {
+protected:
+    static constexpr uint64_t kTrampoline = 0x7000;
+    uint64_t slot(size_t i) { return reinterpret_cast<uint64_t>(&stack_[i]); }
+    uint64_t stack_[8] = {0x401000, 0x401100, 0x401200, 0x401300, 0x401400, 0x401500, 0x401600, 0x401700};
+    pid_t pid_ = ::getpid();
+    pid_t tid_ = ::getpid();
+    TrampolineStacks stacks_;
+    LostFrames lost_;
+    ReturnSite site_;
+};
+
+TEST_F(TrampolineStacksTest, NestedEntriesReturnInOrder) {
+    // Slots decrease as the stack grows: outer at [6], inner at [4].
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(6), kTrampoline, frame_of(&site_), lost_).ok());
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(4), kTrampoline, frame_of(&site_), lost_).ok());
+    EXPECT_EQ(stack_[6], kTrampoline);
+    EXPECT_EQ(stack_[4], kTrampoline);
+    uint64_t resume = 0;
+    auto inner = stacks_.returned(tid_, slot(4) + 8, &resume, lost_);  // rsp after the ret
+    ASSERT_EQ(inner.size(), 1u);
+    EXPECT_EQ(resume, 0x401400u);
+    auto outer = stacks_.returned(tid_, slot(6) + 8, &resume, lost_);
+    ASSERT_EQ(outer.size(), 1u);
+    EXPECT_EQ(resume, 0x401600u);
+    EXPECT_EQ(lost_.abandoned, 0u);
+}
+
+TEST_F(TrampolineStacksTest, TailJumpSharesTheSlotAndReturnsCalleeFirst) {
+    ReturnSite callee;
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(5), kTrampoline, frame_of(&site_), lost_).ok());
+    // The caller jumped: the callee's entry finds the trampoline in the same slot.
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(5), kTrampoline, frame_of(&callee), lost_).ok());
+    uint64_t resume = 0;
+    auto done = stacks_.returned(tid_, slot(5) + 8, &resume, lost_);
+    ASSERT_EQ(done.size(), 2u);
+    EXPECT_EQ(done[0].returns[0].site, &callee);
+    EXPECT_EQ(done[1].returns[0].site, &site_);
+    EXPECT_EQ(resume, 0x401500u);
+}
+
+TEST_F(TrampolineStacksTest, LongjmpAbandonsDeeperFramesButNeverLosesTheirReturnAddress) {
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(6), kTrampoline, frame_of(&site_), lost_).ok());
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(3), kTrampoline, frame_of(&site_), lost_).ok());
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(1), kTrampoline, frame_of(&site_), lost_).ok());
+    // longjmp to above [3]; a new call then enters with its return address at [5].
+    stack_[5] = 0x405000;
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(5), kTrampoline, frame_of(&site_), lost_).ok());
+    EXPECT_EQ(lost_.abandoned, 2u);
+    uint64_t resume = 0;
+    EXPECT_EQ(stacks_.returned(tid_, slot(5) + 8, &resume, lost_).size(), 1u);
+    EXPECT_EQ(resume, 0x405000u);
+    EXPECT_EQ(stacks_.returned(tid_, slot(6) + 8, &resume, lost_).size(), 1u);
+    EXPECT_EQ(resume, 0x401600u);
+}
+
+TEST_F(TrampolineStacksTest, UnwindingRestoresAndTheCatchTakesSurvivorsBack) {
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(6), kTrampoline, frame_of(&site_), lost_).ok());  // catcher
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(3), kTrampoline, frame_of(&site_), lost_).ok());  // thrower
+    stacks_.unwinding(pid_, tid_, kTrampoline);
+    EXPECT_EQ(stack_[6], 0x401600u);
+    EXPECT_EQ(stack_[3], 0x401300u);
+    // Caught in the frame below [6]: rsp is between [3] and [6].
+    stacks_.caught(pid_, tid_, slot(5), kTrampoline, lost_);
+    EXPECT_EQ(lost_.unwound, 1u);
+    EXPECT_EQ(stack_[6], kTrampoline);
+    uint64_t resume = 0;
+    EXPECT_EQ(stacks_.returned(tid_, slot(6) + 8, &resume, lost_).size(), 1u);
+    EXPECT_EQ(resume, 0x401600u);
+}
+
+TEST_F(TrampolineStacksTest, RestorePutsEveryAddressBackAndMovesAThreadOffTheTrampoline) {
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(6), kTrampoline, frame_of(&site_), lost_).ok());
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(2), kTrampoline, frame_of(&site_), lost_).ok());
+    // The inner function has just returned onto the trampoline.
+    user_regs_struct regs{};
+    regs.rip = kTrampoline;
+    regs.rsp = slot(2) + 8;
+    EXPECT_TRUE(stacks_.restore(pid_, tid_, kTrampoline, &regs));
+    EXPECT_EQ(regs.rip, 0x401200u);
+    EXPECT_EQ(stack_[6], 0x401600u);
+}
+
+TEST(ExitFrames, TailPendingFrameReturnsOnlyThroughItsCallee) {
+    ReturnSite caller, other;
+    ExitFrames frames;
+    ReturnFrame f = frame_of(&caller);
+    f.slot = 0x7ff0;
+    frames.enter(std::move(f), 0x1000);
+    frames.jumped_into(0x7ff0, 0x2000, 0x2100, ReturnFrame{});
+    // The callee's ret at 0x2050 with the same rsp returns the caller.
+    auto done = frames.returned(0x7ff0, 0x2050);
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].returns[0].site, &caller);
+    // A pending frame whose callee never returned (longjmp) is stale for any other ret.
+    f = frame_of(&caller);
+    f.slot = 0x7ff0;
+    frames.enter(std::move(f), 0x1000);
+    frames.jumped_into(0x7ff0, 0x2000, 0x2100, ReturnFrame{});
+    ReturnFrame g = frame_of(&other);
+    g.slot = 0x7ff0;
+    frames.enter(std::move(g), 0x3000);  // not the callee: the pending frame goes
+    done = frames.returned(0x7ff0, 0x3010);
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].returns[0].site, &other);
+}
+
+}  // namespace
+}  // namespace uprobe::engine
