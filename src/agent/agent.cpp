@@ -12,7 +12,6 @@
 // -mgeneral-regs-only and -fno-tree-loop-distribute-patterns so the
 // compiler emits no memcpy/memset calls and no SSE code.
 #include <linux/futex.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -26,6 +25,15 @@
 #include "probe/fetch_eval.hpp"
 
 #define AGENT_EXPORT extern "C" __attribute__((visibility("default")))
+
+// From <stdlib.h>, which libstdc++ wraps with long double overloads that
+// clang refuses under -mgeneral-regs-only.
+extern "C" {
+char* getenv(const char* name) noexcept;
+int unsetenv(const char* name) noexcept;
+long strtol(const char* text, char** end, int base) noexcept;
+unsigned long long strtoull(const char* text, char** end, int base) noexcept;
+}
 
 // The region's address in this process, for the SIGTRAP handler (the
 // trampolines carry it as an immediate). Set by the agent at launch, by the

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
 #include <map>
 #include <set>
@@ -351,13 +352,18 @@ TEST(InlineEngine, DebuggerAttachesWhileProbesKeepFiring) {
     ASSERT_TRUE(started.ok()) << started.error().message();
     std::string gdb_output;
     size_t before = 0, after_gdb = 0;
+    // Bounded waits and a killed gdb: a hang becomes a failure.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    auto wait_for = [&](size_t count) {
+        while (seen.load() < count && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    };
     std::thread debugger([&] {
-        while (seen.load() < 1000) std::this_thread::yield();
+        wait_for(1000);
         before = seen.load();
-        gdb_output = shell("gdb -nx -batch -p " + std::to_string(spin.pid) +
+        gdb_output = shell("timeout -s KILL 30 gdb -nx -batch -p " + std::to_string(spin.pid) +
                            " -ex 'print (int)(tick(7))' -ex detach 2>&1");
         size_t at_detach = seen.load();
-        while (seen.load() < at_detach + 1000) std::this_thread::yield();
+        wait_for(at_detach + 1000);
         after_gdb = seen.load();
         engine->stop();
     });

@@ -853,6 +853,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
     auto raise_semaphore = [&](const probe::Site& site, uint64_t bias) -> Result<void> {
         if (!site.marker || !site.marker->semaphore_vaddr) return {};
         uint64_t semaphore = site.marker->semaphore_vaddr + bias;
+        if (t.semaphores.count(semaphore)) return {};  // one increment per process, like the kernel's ref_ctr
         uint16_t value = 0;
         UPROBE_CHECK(proc::read_memory(t.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
         ++value;
