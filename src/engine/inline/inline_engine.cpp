@@ -12,6 +12,7 @@
 // scratch code, creates the memfd inside the target (so it belongs to the
 // target and is reachable only through its /proc/PID/fd, i.e. by users
 // allowed to ptrace it), and calls dlopen(agent) in one thread.
+#include "engine/common.hpp"
 #include "engine/engine.hpp"
 
 #include <dlfcn.h>
@@ -64,18 +65,6 @@ static_assert(abi::kFrameXmmOffset == arch::kFrameXmmOffset);
 constexpr uint64_t kAreaSize = 1 << 20;
 constexpr uint64_t kReach = (uint64_t{1} << 31) - 2 * kAreaSize;
 constexpr abi::Layout kLayout{16384, 32768, 64, 1 << 20, 8192};
-
-std::string hex(uint64_t v) {
-    char text[32];
-    std::snprintf(text, sizeof text, "0x%" PRIx64, v);
-    return text;
-}
-
-uint64_t monotonic_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 uint64_t rdtsc() { return __builtin_ia32_rdtsc(); }
 
@@ -704,16 +693,7 @@ Result<void> InlineEngine::inject_agent(Target& t, pid_t tid) {
 }
 
 bool probe_wants(const ProbeSpec& spec, const Target& t, const Mapping& m, const std::string& path) {
-    const std::string& bin = spec.location.binary;
-    if (bin.empty()) return m.inode == t.exe_inode && m.device == t.exe_device;
-    if (bin.find('/') != std::string::npos) {
-        // A path names a file as the target sees it: compare identities.
-        std::string absolute = bin[0] == '/' ? bin : std::filesystem::absolute(bin).string();
-        struct stat st{};
-        return ::stat(proc::host_path(t.pid, absolute).c_str(), &st) == 0 && st.st_dev == m.device &&
-               st.st_ino == m.inode;
-    }
-    return probe::Resolver::binary_matches(bin, path);
+    return probe_names_object(spec, t.pid, ObjectKey{t.exe_device, t.exe_inode}, ObjectKey{m.device, m.inode}, path);
 }
 
 Result<void> InlineEngine::install(Target& t, pid_t tid) {

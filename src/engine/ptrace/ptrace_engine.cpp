@@ -6,6 +6,7 @@
 // (XOL) slots belong to an address space (shared by vfork children, copied
 // by fork), threads belong to a process.
 #include "engine/engine.hpp"
+#include "engine/common.hpp"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -62,24 +63,6 @@ constexpr uint64_t kReach = (uint64_t{1} << 31) - 2 * kXolAreaSize;
 
 // Never PTRACE_O_EXITKILL: if we die, the targets must live on.
 constexpr unsigned kOptions = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC;
-
-std::string hex(uint64_t v) {
-    char text[32];
-    std::snprintf(text, sizeof text, "0x%" PRIx64, v);
-    return text;
-}
-
-uint64_t monotonic_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-struct ObjectKey {
-    dev_t device = 0;
-    ino_t inode = 0;
-    auto operator<=>(const ObjectKey&) const = default;
-};
 
 // One probe's presence at one breakpoint.
 struct SiteProbe {
@@ -532,17 +515,7 @@ Result<uint64_t> PtraceEngine::find_rendezvous(Process& process) {
 }
 
 bool probe_wants(const ProbeSpec& spec, const Process& process, ObjectKey key, const std::string& path) {
-    const std::string& bin = spec.location.binary;
-    if (bin.empty()) return key == process.exe;
-    if (bin.find('/') != std::string::npos) {
-        // A path names a file as the target sees it (it may live in another
-        // mount namespace): compare identities, never path strings.
-        std::string absolute = bin[0] == '/' ? bin : std::filesystem::absolute(bin).string();
-        struct stat st {};
-        return ::stat(proc::host_path(process.pid, absolute).c_str(), &st) == 0 && st.st_dev == key.device &&
-               st.st_ino == key.inode;
-    }
-    return probe::Resolver::binary_matches(bin, path);
+    return probe_names_object(spec, process.pid, process.exe, key, path);
 }
 
 // Brings the inserted probes in line with the objects mapped now.

@@ -1,5 +1,7 @@
 #include "engine/ptrace/return_probes.hpp"
 
+#include "engine/common.hpp"
+
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -31,12 +33,6 @@ bool write_word(pid_t pid, uint64_t address, uint64_t value) {
 void put_back(pid_t pid, uint64_t slot, uint64_t original, uint64_t trampoline) {
     uint64_t current = 0;
     if (read_word(pid, slot, &current) && current == trampoline) (void)write_word(pid, slot, original);
-}
-
-std::string hex(uint64_t v) {
-    char text[32];
-    std::snprintf(text, sizeof text, "0x%" PRIx64, v);
-    return text;
 }
 
 constexpr size_t kAbandonedMemory = 4096;
