@@ -41,6 +41,11 @@ struct Value {
     static Value make_error(std::string why) { Value x; x.kind = Kind::Error; x.text = std::move(why); return x; }
 };
 
+// A value as text outputs show it: integers in decimal, Hex as 0x..,
+// floats shortest round-trip, strings quoted with C escapes ("..." after a
+// truncated one), errors in parentheses.
+std::string format_value(const Value& v);
+
 struct EventArg {
     std::string name;
     Value value;

@@ -56,7 +56,7 @@ void print_backtrace(const HeldThread& held) {
 }
 
 void print_args(const Event& event) {
-    for (const auto& arg : event.args) fmt::print("{} = {}\n", arg.name, sink::format_value(arg.value));
+    for (const auto& arg : event.args) fmt::print("{} = {}\n", arg.name, format_value(arg.value));
 }
 
 // A number, or a register as $NAME / NAME.
@@ -105,7 +105,7 @@ void examine(const HeldThread& held, std::istringstream& words) {
 void print_variable(const Event& event, const HeldThread& held, const std::string& name) {
     for (const auto& arg : event.args)
         if (arg.name == name) {
-            fmt::print("{} = {}\n", name, sink::format_value(arg.value));
+            fmt::print("{} = {}\n", name, format_value(arg.value));
             return;
         }
     std::string reg = name.empty() || name[0] != '$' ? name : name.substr(1);

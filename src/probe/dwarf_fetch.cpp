@@ -723,36 +723,6 @@ Result<std::pair<Place, const Type*>> follow(const Path& path, Place place, cons
 // ---------------------------------------------------------------------------
 // Formatting at a hit
 
-std::string escape(const std::string& s) {
-    std::string out;
-    for (unsigned char c : s) {
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-            else out += char(c);
-        }
-    }
-    return out;
-}
-
-std::string show(const Value& v) {
-    switch (v.kind) {
-    case Value::Kind::Signed: return std::to_string(v.i);
-    case Value::Kind::Unsigned: return std::to_string(v.u);
-    case Value::Kind::Hex: return fmt::format("{:#x}", v.u);
-    case Value::Kind::Float: return fmt::format("{}", v.f);
-    case Value::Kind::Bool: return v.u ? "true" : "false";
-    case Value::Kind::String: return "\"" + escape(v.text) + "\"" + (v.truncated ? "..." : "");
-    case Value::Kind::Text: return v.text;
-    case Value::Kind::Error: return "(" + v.text + ")";
-    }
-    return "?";
-}
-
 Value text_value(std::string text) {
     Value v;
     v.kind = Value::Kind::Text;
@@ -862,7 +832,7 @@ Value evaluate_node(const ValueNode& node, const user_regs_struct& regs, MemoryR
             const ValueNode& c = node.children[i];
             if (i) text += ", ";
             if (!array) text += (c.label.empty() ? std::string("?") : c.label) + "=";
-            text += show(evaluate_node(c, regs, memory, context));
+            text += format_value(evaluate_node(c, regs, memory, context));
         }
         if (array && node.string_limit > node.children.size()) text += ", ...";
         text += array ? "]" : "}";

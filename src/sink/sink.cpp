@@ -10,26 +10,6 @@
 namespace uprobe::sink {
 namespace {
 
-// Escapes a string for the text output: C-style escapes for quotes,
-// backslashes and non-printable bytes, so one event stays one line.
-std::string escape(const std::string& s) {
-    std::string out;
-    out.reserve(s.size() + 2);
-    for (unsigned char c : s) {
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\t': out += "\\t"; break;
-        case '\r': out += "\\r"; break;
-        default:
-            if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-            else out += char(c);
-        }
-    }
-    return out;
-}
-
 // Writes whole lines. A terminal or pipe is flushed per line, since
 // someone reads it as we go; a regular file is flushed at the end only,
 // which keeps a busy trace from paying a write(2) per event.
@@ -161,20 +141,6 @@ private:
 };
 
 }  // namespace
-
-std::string format_value(const Value& v) {
-    switch (v.kind) {
-    case Value::Kind::Signed: return fmt::format("{}", v.i);
-    case Value::Kind::Unsigned: return fmt::format("{}", v.u);
-    case Value::Kind::Hex: return fmt::format("{:#x}", v.u);
-    case Value::Kind::Float: return fmt::format("{}", v.f);
-    case Value::Kind::Bool: return v.u ? "true" : "false";
-    case Value::Kind::String: return "\"" + escape(v.text) + "\"" + (v.truncated ? "..." : "");
-    case Value::Kind::Text: return v.text;
-    case Value::Kind::Error: return "(" + v.text + ")";
-    }
-    return "?";
-}
 
 std::unique_ptr<Sink> make_text_sink(FILE* out) { return std::make_unique<TextSink>(out); }
 std::unique_ptr<Sink> make_json_sink(FILE* out) { return std::make_unique<JsonSink>(out); }

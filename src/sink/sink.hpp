@@ -45,7 +45,5 @@ std::unique_ptr<Sink> make_count_by_process_sink(FILE* out, bool json);
 // "0x401136 main+0x1c at prog.c:42": one frame as text output shows it.
 std::string describe_frame(const StackFrame& frame);
 
-// A value as text output shows it (strings quoted and escaped).
-std::string format_value(const Value& v);
 
 }  // namespace uprobe::sink

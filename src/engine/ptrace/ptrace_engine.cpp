@@ -137,7 +137,6 @@ struct Thread {
 struct PendingChild {
     pid_t parent = 0;
     bool vfork = false;
-    pid_t forking_thread = 0;  // whose return-probe frames the child's stack copies
 };
 
 std::atomic<int> g_wake_signal_installed{0};
@@ -1042,7 +1041,11 @@ void PtraceEngine::handle_new_child(Thread& parent, pid_t child, int event) {
         }
         return;
     }
-    pending_children_[child] = PendingChild{parent.pid, event == PTRACE_EVENT_VFORK, parent.tid};
+    pending_children_[child] = PendingChild{parent.pid, event == PTRACE_EVENT_VFORK};
+    // The child's stack is a copy of the forking thread's as it is now, with
+    // its hijacked return addresses: snapshot the frames now, before the
+    // parent runs on and returns through (pops) them.
+    if (event == PTRACE_EVENT_FORK) trampolines_.copy_thread(parent.tid, child);
     if (auto early = early_stops_.find(child); early != early_stops_.end()) {
         int status = early->second;
         early_stops_.erase(early);
@@ -1061,6 +1064,7 @@ void PtraceEngine::adopt_child_with(pid_t child, int status) {
     Process* parent = process_of(pending.parent);
     bool follow = parent && request_.follow_children && !parent->silent;
     if (!parent) {
+        trampolines_.forget(child);
         (void)proc::detach(child, 0);
         return;
     }
@@ -1068,8 +1072,8 @@ void PtraceEngine::adopt_child_with(pid_t child, int status) {
         AddressSpace copy = *parent->space;
         // The child's stack is a copy of the forking thread's, hijacked
         // return addresses included: they would run into our trampoline.
-        if (copy.return_trampoline)
-            (void)trampolines_.restore(child, pending.forking_thread, copy.return_trampoline, nullptr);
+        if (copy.return_trampoline) (void)trampolines_.restore(child, child, copy.return_trampoline, nullptr);
+        trampolines_.forget(child);
         remove_breakpoint_bytes(child, copy);
         unpin(child);
         (void)proc::detach(child, 0);
@@ -1085,7 +1089,7 @@ void PtraceEngine::adopt_child_with(pid_t child, int status) {
     process.space = pending.vfork ? parent->space : std::make_shared<AddressSpace>(*parent->space);
     process.threads.insert(child);
     if (follow) ever_traced_.push_back(child);
-    if (follow && !pending.vfork) trampolines_.copy_thread(pending.forking_thread, child);
+    if (!follow) trampolines_.forget(child);
     Thread& thread = threads_[child] = Thread{child, child, true, false, 0, {}};
     if (!stopping_) resume(thread);
 }
