@@ -12,6 +12,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <thread>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -500,10 +501,19 @@ const std::vector<Binary::Symbol>& Binary::functions() const {
         ++kept;
     }
     out.resize(kept);
-    for (auto& s : out) {
-        s.demangled = demangle(s.name);
-        impl.max_function_size = std::max(impl.max_function_size, s.size);
-    }
+    // Demangling is most of the cost of listing a big C++ library (libjvm:
+    // ~30 of ~55 ms) and independent per symbol: spread it over the cores.
+    auto demangle_range = [&out](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) out[i].demangled = demangle(out[i].name);
+    };
+    size_t workers = out.size() > 8192 ? std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8) : 1;
+    size_t chunk = (out.size() + workers - 1) / workers;
+    std::vector<std::thread> helpers;
+    for (size_t w = 1; w < workers; ++w)
+        helpers.emplace_back(demangle_range, std::min(out.size(), w * chunk), std::min(out.size(), (w + 1) * chunk));
+    demangle_range(0, std::min(out.size(), chunk));
+    for (auto& t : helpers) t.join();
+    for (const auto& sym : out) impl.max_function_size = std::max(impl.max_function_size, sym.size);
     return out;
 }
 
