@@ -185,7 +185,14 @@ struct LaunchResult {
     std::string error;
 };
 
-// `engine`: "ptrace" or "inline" (engine_inline_test.cpp).
+// The inline engine loads the agent built beside these tests.
+class AgentBesideTheBuild : public ::testing::Environment {
+public:
+    void SetUp() override { ::setenv("UPROBE_AGENT", UPROBE_BINARY_DIR "/libuprobe-agent.so", 1); }
+};
+inline const auto* const g_agent_env = ::testing::AddGlobalTestEnvironment(new AgentBesideTheBuild);
+
+// `engine`: "ptrace" or "inline".
 inline LaunchResult launch(const std::vector<std::string>& probes, const std::vector<std::string>& argv,
                            bool follow = false, const std::string& engine_name = "ptrace") {
     LaunchResult result;

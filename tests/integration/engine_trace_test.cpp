@@ -1,5 +1,7 @@
-// The ptrace engine end to end, through its C++ API: launched and attached
-// targets whose results are known by construction.
+// The engines end to end, through their C++ API: launched and attached
+// targets whose results are known by construction. The cases every engine
+// supports run once per engine (EachEngine); the rest are the ptrace
+// engine's (engine_inline_test.cpp has what only the inline engine does).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,7 +15,16 @@
 namespace uprobe::engine::test {
 namespace {
 
-TEST(EngineTrace, EntryProbeWithTwoArgumentsOnLaunchedProgram) {
+class EachEngine : public ::testing::TestWithParam<std::string> {
+protected:
+    LaunchResult launch(const std::vector<std::string>& probes, const std::vector<std::string>& argv,
+                        bool follow = false) const {
+        return test::launch(probes, argv, follow, GetParam());
+    }
+};
+INSTANTIATE_TEST_SUITE_P(Engines, EachEngine, ::testing::Values("ptrace", "inline"));
+
+TEST_P(EachEngine, EntryProbeWithTwoArgumentsOnLaunchedProgram) {
     auto r = launch({"add_pair a=$arg1 b=$arg2"}, {target("engine_args")});
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.status, 0);
@@ -35,7 +46,7 @@ TEST(EngineTrace, EntryProbeWithTwoArgumentsOnLaunchedProgram) {
     EXPECT_EQ(r.stats[0].sites, 1u);
 }
 
-TEST(EngineTrace, StringSignedAndSymbolFetches) {
+TEST_P(EachEngine, StringSignedAndSymbolFetches) {
     auto r = launch({"tag s=$arg1:string n=$arg2:s32 g=@engine_global:x64 pid=$pid"}, {target("engine_args"), "3"});
     ASSERT_EQ(r.error, "");
     ASSERT_EQ(r.events.size(), 3u);
@@ -54,7 +65,7 @@ TEST(EngineTrace, StringSignedAndSymbolFetches) {
     }
 }
 
-TEST(EngineTrace, BadPointerGivesAnErrorValueNotAFailedEvent) {
+TEST_P(EachEngine, BadPointerGivesAnErrorValueNotAFailedEvent) {
     // $arg2 of add_pair is 2*i: as a pointer it is unmapped for small i.
     auto r = launch({"add_pair v=+0($arg2):u64"}, {target("engine_args"), "2"});
     ASSERT_EQ(r.error, "");
@@ -63,7 +74,7 @@ TEST(EngineTrace, BadPointerGivesAnErrorValueNotAFailedEvent) {
     EXPECT_EQ(r.events[1].args[0].value.text, "bad address 0x2");
 }
 
-TEST(EngineTrace, HardInstructionsRunOutOfLine) {
+TEST_P(EachEngine, HardInstructionsRunOutOfLine) {
     const std::string bin = target("engine_insns");
     auto offset = [&](const char* label, const char* function) {
         return std::to_string(nm_address(bin, label) - nm_address(bin, function));
@@ -94,7 +105,7 @@ TEST(EngineTrace, HardInstructionsRunOutOfLine) {
     EXPECT_EQ(hits, expected);
 }
 
-TEST(EngineTrace, EightThreadsExactCounts) {
+TEST_P(EachEngine, EightThreadsExactCounts) {
     auto r = launch({"hit i=$arg1"}, {target("engine_threads"), "20000"});
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.status, 0);
@@ -117,7 +128,7 @@ TEST(EngineTrace, EightThreadsExactCounts) {
     }
 }
 
-TEST(EngineTrace, ForkWithoutFollowLeavesTheChildUntracedAndUnharmed) {
+TEST_P(EachEngine, ForkWithoutFollowLeavesTheChildUntracedAndUnharmed) {
     auto r = launch({"work w=$arg1"}, {target("engine_fork")});
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.status, 0);
@@ -131,7 +142,7 @@ TEST(EngineTrace, ForkWithoutFollowLeavesTheChildUntracedAndUnharmed) {
     EXPECT_EQ(r.processes.size(), 1u);
 }
 
-TEST(EngineTrace, ForkWithFollowTracesBoth) {
+TEST_P(EachEngine, ForkWithFollowTracesBoth) {
     auto r = launch({"work w=$arg1"}, {target("engine_fork")}, true);
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.status, 0);
@@ -181,7 +192,7 @@ TEST(EngineTrace, ExecReResolvesProbesInTheNewImage) {
     EXPECT_EQ(by_arg, (std::map<uint64_t, int>{{7, 10}, {8, 10}}));
 }
 
-TEST(EngineTrace, PendingProbeOnDlopenedLibrary) {
+TEST_P(EachEngine, PendingProbeOnDlopenedLibrary) {
     const std::string lib = std::string(UPROBE_BINARY_DIR) + "/tests/targets/libengine_plugin.so";
     auto r = launch({lib + ":plugin_fn x=$arg1:s32"}, {target("engine_dlopen"), lib});
     ASSERT_EQ(r.error, "");
@@ -384,7 +395,7 @@ TEST(EngineTrace, ProgramSignalsAndItsOwnInt3PassThrough) {
     EXPECT_EQ(r.events.size(), 3u);
 }
 
-TEST(EngineTrace, SdtMarkersWithArgumentsAndSemaphore) {
+TEST_P(EachEngine, SdtMarkersWithArgumentsAndSemaphore) {
     EXPECT_EQ(run_untraced({target("engine_sdt")}), "gated 0\n");
     auto r = launch({"sdt:engine:plain a=$arg1 b=$arg2", "sdt:engine:gated g=$arg1"}, {target("engine_sdt")});
     ASSERT_EQ(r.error, "");
@@ -435,7 +446,7 @@ TEST_P(EngineStopAt, StopDuringHeavyHitsLeavesTheTargetCorrect) {
 
 INSTANTIATE_TEST_SUITE_P(Moments, EngineStopAt, ::testing::Values(1, 777, 30000, 100003));
 
-TEST(EngineTrace, TwoProbesOnOneAddressShareTheBreakpoint) {
+TEST_P(EachEngine, TwoProbesOnOneAddressShareTheBreakpoint) {
     auto r = launch({"first=add_pair a=$arg1", "second=add_pair b=$arg2"}, {target("engine_args"), "10"});
     ASSERT_EQ(r.error, "");
     ASSERT_EQ(r.events.size(), 20u);
