@@ -17,6 +17,7 @@
 #include <set>
 #include <sstream>
 
+#include "events.hpp"
 #include "process.hpp"
 
 namespace uprobe::test {
@@ -24,27 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
-
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/uprobe-dwarf-XXXXXX";
-        dir_ = mkdtemp(tmpl);
-        fs::permissions(dir_, fs::perms::all);
-    }
-    ~TempDir() { fs::remove_all(dir_); }
-    std::string path(const std::string& name) const { return dir_ + "/" + name; }
-
-private:
-    std::string dir_;
-};
-
-std::vector<Json> read_events(const std::string& path) {
-    std::ifstream in(path);
-    std::vector<Json> out;
-    for (std::string line; std::getline(in, line);) out.push_back(Json::parse(line));
-    return out;
-}
 
 std::vector<Json> events_of(const std::vector<Json>& all, const std::string& probe) {
     std::vector<Json> out;

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "events.hpp"
 #include "process.hpp"
 
 namespace uprobe::test {
@@ -19,27 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
-
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/uprobe-trace-XXXXXX";
-        dir_ = mkdtemp(tmpl);
-        fs::permissions(dir_, fs::perms::all);  // the unprivileged test writes here
-    }
-    ~TempDir() { fs::remove_all(dir_); }
-    std::string path(const std::string& name) const { return dir_ + "/" + name; }
-
-private:
-    std::string dir_;
-};
-
-std::vector<Json> read_events(const std::string& path) {
-    std::ifstream in(path);
-    std::vector<Json> out;
-    for (std::string line; std::getline(in, line);) out.push_back(Json::parse(line));
-    return out;
-}
 
 // What cli_funcs computes, by construction from its source: add(sum, 2*i),
 // then sum += i + 1 (weak_hook).

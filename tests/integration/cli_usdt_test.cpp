@@ -20,6 +20,7 @@
 #include <set>
 #include <sstream>
 
+#include "events.hpp"
 #include "process.hpp"
 
 namespace uprobe::test {
@@ -29,28 +30,6 @@ namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
 constexpr const char* kPython = "/usr/bin/python3.11";
-
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/uprobe-usdt-XXXXXX";
-        dir_ = mkdtemp(tmpl);
-        fs::permissions(dir_, fs::perms::all);  // tests run as other users write here
-    }
-    ~TempDir() { fs::remove_all(dir_); }
-    std::string path(const std::string& name) const { return dir_ + "/" + name; }
-    const std::string& dir() const { return dir_; }
-
-private:
-    std::string dir_;
-};
-
-std::vector<Json> read_events(const std::string& path) {
-    std::ifstream in(path);
-    std::vector<Json> out;
-    for (std::string line; std::getline(in, line);) out.push_back(Json::parse(line));
-    return out;
-}
 
 std::vector<Json> events_of(const std::vector<Json>& events, const std::string& probe) {
     std::vector<Json> out;

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
 
 extern char** environ;
@@ -157,6 +158,14 @@ RunResult Background::wait() {
     result_.err = err_;
     return result_;
 }
+
+TempDir::TempDir() {
+    char tmpl[] = "/tmp/uprobe-test-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    std::filesystem::permissions(dir_, std::filesystem::perms::all);
+}
+
+TempDir::~TempDir() { std::filesystem::remove_all(dir_); }
 
 std::string uprobe_path() { return std::string(UPROBE_BINARY_DIR) + "/uprobe"; }
 std::string target_path(const std::string& name) { return std::string(UPROBE_TARGETS_DIR) + "/" + name; }

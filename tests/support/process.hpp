@@ -64,6 +64,21 @@ private:
     RunResult result_;
 };
 
+// A fresh directory under /tmp, open to every user (tests that run as
+// 'nobody' write there too), removed with everything in it.
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::string path(const std::string& name) const { return dir_ + "/" + name; }
+    const std::string& dir() const { return dir_; }
+
+private:
+    std::string dir_;
+};
+
 // Paths of our own build: the uprobe binary and a test target program.
 std::string uprobe_path();
 std::string target_path(const std::string& name);
