@@ -7,6 +7,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -178,6 +179,27 @@ Result<void> write_memory(pid_t pid, uint64_t address, const void* data, size_t 
                      : Error(std::string("short write to process memory at ") + hex);
     }
     return {};
+}
+
+std::optional<uint64_t> free_range_near(const std::vector<Mapping>& maps, uint64_t near, uint64_t size,
+                                        uint64_t reach) {
+    auto distance = [near](uint64_t a) { return a > near ? a - near : near - a; };
+    std::optional<uint64_t> best;
+    auto consider = [&](uint64_t gap_start, uint64_t gap_end) {
+        if (gap_end < gap_start + size) return;
+        uint64_t candidate = near < gap_start ? gap_start : (near + size > gap_end ? gap_end - size : near);
+        candidate &= ~uint64_t{0xfff};
+        if (candidate < gap_start || distance(candidate) >= reach) return;
+        if (!best || distance(candidate) < distance(*best)) best = candidate;
+    };
+    uint64_t previous_end = 0x10000;  // above vm.mmap_min_addr
+    for (const auto& m : maps) {
+        if (m.start > previous_end) consider(previous_end, m.start);
+        previous_end = std::max(previous_end, m.end);
+    }
+    constexpr uint64_t kUserEnd = 0x7ffffffff000;  // x86-64, 4-level paging
+    if (previous_end < kUserEnd) consider(previous_end, kUserEnd);
+    return best;
 }
 
 std::string host_path(pid_t pid, const std::string& path) {

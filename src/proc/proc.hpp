@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,12 @@ struct Mapping {
 Result<std::vector<Mapping>> read_maps(pid_t pid);
 // Parses the text of a maps file (exposed for tests).
 Result<std::vector<Mapping>> parse_maps(const std::string& text);
+
+// A page-aligned free range of `size` bytes between `maps`, as close to
+// `near` as possible and less than `reach` bytes from it (rel32 code must
+// reach the probed object), or nullopt when there is none.
+std::optional<uint64_t> free_range_near(const std::vector<Mapping>& maps, uint64_t near, uint64_t size,
+                                        uint64_t reach);
 
 // Thread ids listed in /proc/PID/task (a snapshot: threads come and go).
 Result<std::vector<pid_t>> list_threads(pid_t pid);

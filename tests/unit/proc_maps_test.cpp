@@ -72,5 +72,21 @@ TEST(ProcMemory, ReadsAndWritesThroughTheKernel) {
     EXPECT_EQ(bad.error().message(), "bad address 0x10");
 }
 
+// Mappings made up for the test: the gaps are known by construction.
+TEST(ProcFreeRange, TheClosestGapWithinReach) {
+    auto maps = parse_maps(
+        "10000000-10100000 r-xp 00000000 08:01 1 /a\n"
+        "10200000-10300000 r--p 00000000 08:01 1 /a\n"
+        "90000000-90001000 rw-p 00000000 00:00 0\n");
+    ASSERT_TRUE(maps.ok());
+    // The 1 MiB hole between the two mappings of /a is the closest one.
+    EXPECT_EQ(free_range_near(*maps, 0x10050000, 0x100000, 1ull << 31), 0x10100000u);
+    // Too small for 2 MiB: the closer of the gaps around /a, which is the
+    // one ending where /a starts (0x250000 away; above /a is 0x2b0000).
+    EXPECT_EQ(free_range_near(*maps, 0x10050000, 0x200000, 1ull << 31), 0x0fe00000u);
+    // Nothing within 16 KiB of an address inside the first mapping.
+    EXPECT_EQ(free_range_near(*maps, 0x10050000, 0x1000, 0x4000), std::nullopt);
+}
+
 }  // namespace
 }  // namespace uprobe::proc

@@ -428,21 +428,7 @@ Result<uint64_t> InlineEngine::allocate(Target& t, pid_t tid, uint64_t near, uin
         }
     }
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
-    std::optional<uint64_t> best;
-    auto distance = [&](uint64_t a) { return a > near ? a - near : near - a; };
-    auto consider = [&](uint64_t gap_start, uint64_t gap_end) {
-        if (gap_end < gap_start + kAreaSize) return;
-        uint64_t candidate = near < gap_start ? gap_start : (near + kAreaSize > gap_end ? gap_end - kAreaSize : near);
-        candidate &= ~uint64_t{0xfff};
-        if (candidate < gap_start || !within_reach(candidate, near)) return;
-        if (!best || distance(candidate) < distance(*best)) best = candidate;
-    };
-    uint64_t previous_end = 0x10000;
-    for (const auto& m : maps) {
-        if (m.start > previous_end) consider(previous_end, m.start);
-        previous_end = std::max(previous_end, m.end);
-    }
-    if (previous_end < 0x7ffffffff000) consider(previous_end, 0x7ffffffff000);
+    auto best = proc::free_range_near(maps, near, kAreaSize, kReach);
     if (!best) return Error("no free address range within 2 GiB of " + hex(near) + " for a trampoline");
     UPROBE_TRY(int64_t mapped, proc::remote_syscall(tid, t.scratch, SYS_mmap, *best, kAreaSize, PROT_READ | PROT_EXEC,
                                                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,

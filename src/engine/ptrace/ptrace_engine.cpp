@@ -704,23 +704,7 @@ Result<uint64_t> PtraceEngine::allocate_slot(Process& process, pid_t tid, uint64
     }
     // A free range near `near`: the gap between mappings closest to it.
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(process.pid));
-    std::optional<uint64_t> best;
-    auto consider = [&](uint64_t gap_start, uint64_t gap_end) {
-        if (gap_end < gap_start + kXolAreaSize) return;
-        uint64_t candidate = near < gap_start ? gap_start : (near + kXolAreaSize > gap_end ? gap_end - kXolAreaSize : near);
-        candidate &= ~uint64_t{0xfff};
-        if (candidate < gap_start) return;
-        if (!within_reach(candidate, near)) return;
-        if (!best || (candidate > near ? candidate - near : near - candidate) <
-                         (*best > near ? *best - near : near - *best))
-            best = candidate;
-    };
-    uint64_t previous_end = 0x10000;  // above vm.mmap_min_addr
-    for (const auto& m : maps) {
-        if (m.start > previous_end) consider(previous_end, m.start);
-        previous_end = std::max(previous_end, m.end);
-    }
-    if (previous_end < 0x7ffffffff000) consider(previous_end, 0x7ffffffff000);
+    auto best = proc::free_range_near(maps, near, kXolAreaSize, kReach);
     if (!best) return Error("no free address range within 2 GiB of " + hex(near) + " for out-of-line code");
     uint64_t gadget = space.xol.empty() ? 0 : space.xol.front().start;
     int deferred = 0;
