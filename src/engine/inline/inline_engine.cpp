@@ -392,9 +392,12 @@ Result<std::vector<pid_t>> InlineEngine::stop_all(Target& t) {
                 if (got < 0 && errno == EINTR) continue;
                 if (got < 0 || !WIFSTOPPED(status)) break;
                 if ((status >> 16) == PTRACE_EVENT_STOP) break;
-                // A signal arrived first: keep it for the detach.
-                t.held_signals[tid] = WSTOPSIG(status);
-                (void)proc::resume(tid, proc::Resume::Continue, 0);
+                // A signal arrived first: deliver it now and stop after.
+                // Keeping it for the detach would lose it, as the detach
+                // happens from the event stop, where ptrace(2) may ignore
+                // the signal given; and a SIGTRAP of an int3 site lost that
+                // way resumes the thread past a displaced instruction.
+                (void)proc::resume(tid, proc::Resume::Continue, WSTOPSIG(status));
                 (void)proc::interrupt(tid);
             }
             stopped.push_back(tid);
