@@ -26,12 +26,12 @@
 namespace uprobe::agent {
 
 constexpr uint32_t kMagic = 0x75707262;  // "uprb"
-constexpr uint32_t kAbiVersion = 4;
+constexpr uint32_t kAbiVersion = 5;
 
 // Environment variable naming the inherited region fd at launch.
 constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
 
-constexpr uint32_t kMaxArgs = 16;
+constexpr uint32_t kMaxArgs = 64;  // leaf values per site (a DWARF struct is one per field)
 constexpr uint32_t kRecordAlign = 8;
 
 enum SiteFlags : uint32_t {

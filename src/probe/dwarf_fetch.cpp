@@ -802,12 +802,11 @@ uint64_t apply(const std::vector<Arith>& arith, uint64_t x) {
     return x;
 }
 
-Value evaluate_node(const ValueNode& node, const user_regs_struct& regs, MemoryReader& memory,
-                    const FetchContext& context) {
+Value evaluate_node(const ValueNode& node, const LeafValue& leaf, const FetchContext& context) {
     switch (node.kind) {
     case ValueNode::Kind::Error: return Value::make_error(node.error);
     case ValueNode::Kind::Scalar: {
-        Value raw = evaluate(node.program, regs, memory, context);
+        Value raw = leaf(node.program, context);
         if (raw.kind == Value::Kind::Error) return raw;
         uint64_t bits = apply(node.arith, raw.u) >> std::min<unsigned>(node.bit_shift, 63);
         unsigned width = node.bit_width ? std::min<unsigned>(node.bit_width, 64) : 64;
@@ -817,7 +816,7 @@ Value evaluate_node(const ValueNode& node, const user_regs_struct& regs, MemoryR
     case ValueNode::Kind::String: {
         FetchContext bounded = context;
         if (node.string_limit) bounded.string_max = std::min<size_t>(context.string_max, node.string_limit);
-        Value v = evaluate(node.program, regs, memory, bounded);
+        Value v = leaf(node.program, bounded);
         // A full char[N] holds no NUL and is not cut.
         if (node.string_limit && v.kind == Value::Kind::String && v.text.size() == node.string_limit)
             v.truncated = false;
@@ -832,7 +831,7 @@ Value evaluate_node(const ValueNode& node, const user_regs_struct& regs, MemoryR
             const ValueNode& c = node.children[i];
             if (i) text += ", ";
             if (!array) text += (c.label.empty() ? std::string("?") : c.label) + "=";
-            text += format_value(evaluate_node(c, regs, memory, context));
+            text += format_value(evaluate_node(c, leaf, context));
         }
         if (array && node.string_limit > node.children.size()) text += ", ...";
         text += array ? "]" : "}";
@@ -972,14 +971,47 @@ Result<ArgProgram> compile_arg(const ArgSpec& arg, const CompileContext& context
     return out;
 }
 
-void evaluate_arg(const std::string& name, const ArgProgram& program, const user_regs_struct& regs,
-                  MemoryReader& memory, const FetchContext& context, std::vector<EventArg>& out) {
+void evaluate_arg(const std::string& name, const ArgProgram& program, const LeafValue& leaf,
+                  const FetchContext& context, std::vector<EventArg>& out) {
     if (!program.is_dwarf) {
-        out.push_back(EventArg{name, evaluate(program.plain, regs, memory, context)});
+        out.push_back(EventArg{name, leaf(program.plain, context)});
         return;
     }
     for (const auto& [value_name, node] : program.values)
-        out.push_back(EventArg{value_name, evaluate_node(node, regs, memory, context)});
+        out.push_back(EventArg{value_name, evaluate_node(node, leaf, context)});
+}
+
+void evaluate_arg(const std::string& name, const ArgProgram& program, const user_regs_struct& regs,
+                  MemoryReader& memory, const FetchContext& context, std::vector<EventArg>& out) {
+    evaluate_arg(
+        name, program,
+        [&](const FetchProgram& leaf, const FetchContext& leaf_context) { return evaluate(leaf, regs, memory, leaf_context); },
+        context, out);
+}
+
+namespace {
+
+// In evaluate_node's order: Error nodes and elided structs have no leaf.
+void collect_leaves(const ValueNode& node, std::vector<const FetchProgram*>& out) {
+    switch (node.kind) {
+    case ValueNode::Kind::Error: return;
+    case ValueNode::Kind::Scalar:
+    case ValueNode::Kind::String: out.push_back(&node.program); return;
+    case ValueNode::Kind::Aggregate:
+    case ValueNode::Kind::Array:
+        for (const auto& c : node.children) collect_leaves(c, out);
+        return;
+    }
+}
+
+}  // namespace
+
+void leaf_programs(const ArgProgram& program, std::vector<const FetchProgram*>& out) {
+    if (!program.is_dwarf) {
+        out.push_back(&program.plain);
+        return;
+    }
+    for (const auto& [value_name, node] : program.values) collect_leaves(node, out);
 }
 
 }  // namespace uprobe::probe

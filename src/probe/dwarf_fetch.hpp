@@ -20,6 +20,7 @@
 #include <sys/user.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -143,6 +144,19 @@ ValueNode compile_variable(const dwarf::DebugInfo::Variable& variable, const Var
 // fails as a whole.
 void evaluate_arg(const std::string& name, const ArgProgram& program, const user_regs_struct& regs,
                   MemoryReader& memory, const FetchContext& context, std::vector<EventArg>& out);
+
+// The raw value of one leaf program, from wherever it was run: the inline
+// engine's agent runs the leaves in the traced program and records their
+// results, which the tracer then formats with the same DWARF types.
+using LeafValue = std::function<Value(const FetchProgram& leaf, const FetchContext& context)>;
+
+// evaluate_arg with the leaves' values from `leaf`, asked for in the order
+// leaf_programs lists them.
+void evaluate_arg(const std::string& name, const ArgProgram& program, const LeafValue& leaf,
+                  const FetchContext& context, std::vector<EventArg>& out);
+
+// Appends the leaf programs of `program` to `out`, in evaluation order.
+void leaf_programs(const ArgProgram& program, std::vector<const FetchProgram*>& out);
 
 // The DW_AT_name of a function from its demangled symbol name: "f" for
 // "ns::f(int)" (the scope a function-entry probe's variables come from).

@@ -242,9 +242,13 @@ TEST_P(CliDwarf, OptimizedBuildValuesInRegistersAndOptimizedOutAgreeWithGdb) {
 
     int line = marked_line("after_scaled");
     std::string where = "dw_args.c:" + std::to_string(line);
-    auto at_line = run(trace({"--format", "json", where + " total scaled", "--", target_path("dw_args_o2"), "1"}));
+    auto line_events = tmp_.path("o2-line.json");
+    auto at_line = run(trace({"--format", "json", "-o", line_events, where + " total scaled", "--",
+                              target_path("dw_args_o2"), "1"}));
     ASSERT_EQ(at_line.status, 0) << at_line.describe();
-    auto event = Json::parse(lines_of(at_line.out).at(0));
+    auto line_hits = read_events(line_events);
+    ASSERT_EQ(line_hits.size(), 1u);
+    auto event = line_hits[0];
     auto gdb = run({"gdb", "-nx", "-batch", "-iex", "set debuginfod enabled off", "-ex", "break " + where, "-ex", "run",
                     "-ex", "info locals", "--args", target_path("dw_args_o2"), "1"},
                    RunOptions{std::chrono::seconds(60), {{"DEBUGINFOD_URLS", ""}}, {}, {}, {}});
@@ -554,7 +558,7 @@ TEST_P(CliDwarf, DebuginfodServesTheDebugFileAndTheCacheKeepsIt) {
     EXPECT_EQ(traced(), want);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, CliDwarf, ::testing::Values("ptrace"));
+INSTANTIATE_TEST_SUITE_P(Engines, CliDwarf, ::testing::Values("ptrace", "inline"));
 
 }  // namespace
 }  // namespace uprobe::test

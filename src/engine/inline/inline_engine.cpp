@@ -49,6 +49,7 @@
 #include "base/strings.hpp"
 #include "base/unique_fd.hpp"
 #include "elf/binary.hpp"
+#include "probe/dwarf_fetch.hpp"
 #include "probe/fetch.hpp"
 #include "probe/resolve.hpp"
 #include "proc/proc.hpp"
@@ -88,7 +89,8 @@ std::string agent_path() {
 struct SiteInfo {
     uint32_t probe_id = 0;
     uint64_t address = 0;
-    std::vector<probe::FetchProgram> programs;
+    std::vector<probe::ArgProgram> args;        // one per argument of the probe
+    std::vector<probe::FetchProgram> programs;  // their leaves, as the agent runs them
     // Count-only jump sites count in their trampoline, which knows only the
     // first site at its address: later probes there read that counter.
     int64_t hits_from = -1;
@@ -206,9 +208,6 @@ Result<void> InlineEngine::start(const TraceRequest& request, EventConsumer& con
     if (request.command.empty() && request.attach_pids.empty()) return Error("nothing to trace: give a command or -p PID");
     for (const auto& spec : request.probes) {
         if (spec.location.is_return) return Error("probe " + spec.name + ": return probes need --engine ptrace for now");
-        if (spec.args.size() > abi::kMaxArgs)
-            return Error("probe " + spec.name + ": the inline engine takes at most " + std::to_string(abi::kMaxArgs) +
-                         " arguments");
         ProbeStats s;
         s.probe = spec.name;
         stats_.push_back(s);
@@ -849,11 +848,24 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
         SiteInfo info;
         info.probe_id = static_cast<uint32_t>(probe_index);
         info.address = address;
+        // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
+        probe::DwarfSource dwarf;
+        for (const auto& arg : spec.args)
+            if (probe::is_dwarf_arg(arg) && !dwarf.debug_info && dwarf.missing.empty())
+                dwarf = probe::dwarf_source(resolver_, path);
         bool needs_fpregs = false;
+        std::vector<const probe::FetchProgram*> leaves;
         for (const auto& arg : spec.args) {
-            UPROBE_TRY(probe::FetchProgram program, probe::compile_fetch(arg, context));
-            needs_fpregs |= program.needs_fpregs;
-            info.programs.push_back(program);
+            UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
+            info.args.push_back(std::move(program));
+        }
+        for (const auto& program : info.args) probe::leaf_programs(program, leaves);
+        if (leaves.size() > abi::kMaxArgs)
+            return Error("probe " + spec.name + " " + where + ": " + std::to_string(leaves.size()) +
+                         " values to fetch; the inline engine takes at most " + std::to_string(abi::kMaxArgs));
+        for (const probe::FetchProgram* leaf : leaves) {
+            needs_fpregs |= leaf->needs_fpregs;
+            info.programs.push_back(*leaf);
         }
         if (h->site_count >= h->site_capacity || h->program_count + info.programs.size() > h->program_capacity)
             return Error("too many probe sites for the inline engine");
@@ -1014,44 +1026,43 @@ void InlineEngine::drain(Target& t) {
                 event.is_return = false;
                 event.args.clear();
                 const uint8_t* at = reinterpret_cast<const uint8_t*>(rec) + sizeof(abi::RecordHeader);
+                const uint8_t* end = reinterpret_cast<const uint8_t*>(rec) + rec->size;
+                uint32_t left = rec->arg_count;
                 probe::FetchContext context;
                 context.pid = event.pid;
                 context.tid = event.tid;
                 context.comm = event.comm;
                 context.string_max = request_.string_max;
-                for (uint32_t a = 0; a < rec->arg_count && a < site.programs.size(); ++a) {
+                // The agent ran each leaf program in the program and recorded
+                // its result; here they are formatted, in the same order.
+                auto recorded = [&](const probe::FetchProgram& program, const probe::FetchContext& leaf_context) -> Value {
+                    if (left == 0 || at + sizeof(abi::ArgHeader) > end) return Value::make_error("not recorded");
+                    --left;
                     const auto* arg = reinterpret_cast<const abi::ArgHeader*>(at);
                     at += sizeof(abi::ArgHeader);
-                    const probe::FetchProgram& program = site.programs[a];
                     probe::FetchProgram constant = program;
                     constant.step_count = 1;
                     constant.steps[0] = probe::FetchStep{probe::FetchOp::LoadConst, 0, 8, 1, static_cast<int64_t>(arg->value)};
-                    Value value;
+                    RecordMemory none(nullptr, 0, false);
                     switch (arg->kind) {
-                    case abi::kArgBadAddress: value = Value::make_error("bad address " + hex(arg->value)); break;
+                    case abi::kArgBadAddress: return Value::make_error("bad address " + hex(arg->value));
                     case abi::kArgString:
                     case abi::kArgTruncatedString: {
-                        RecordMemory memory(at, arg->length, arg->kind == abi::kArgString);
-                        value = probe::evaluate(constant, regs, memory, context);
-                        at += (arg->length + 7) & ~uint32_t{7};
-                        break;
+                        uint32_t length = std::min<uint64_t>(arg->length, static_cast<uint64_t>(end - at));
+                        RecordMemory memory(at, length, arg->kind == abi::kArgString);
+                        at += (length + 7) & ~uint32_t{7};
+                        return probe::evaluate(constant, regs, memory, leaf_context);
                     }
                     case abi::kArgNeedsTracer:
                         if (program.format == probe::FetchFormat::Comm || program.format == probe::FetchFormat::Pid ||
-                            program.format == probe::FetchFormat::Tid) {
-                            RecordMemory none(nullptr, 0, false);
-                            value = probe::evaluate(program, regs, none, context);
-                        } else {
-                            value = Value::make_error("floating-point registers unavailable");
-                        }
-                        break;
-                    default: {
-                        RecordMemory none(nullptr, 0, false);
-                        value = probe::evaluate(constant, regs, none, context);
+                            program.format == probe::FetchFormat::Tid)
+                            return probe::evaluate(program, regs, none, leaf_context);
+                        return Value::make_error("floating-point registers unavailable");
+                    default: return probe::evaluate(constant, regs, none, leaf_context);
                     }
-                    }
-                    event.args.push_back(EventArg{spec.args[a].name, std::move(value)});
-                }
+                };
+                for (size_t a = 0; a < site.args.size() && a < spec.args.size(); ++a)
+                    probe::evaluate_arg(spec.args[a].name, site.args[a], recorded, context, event.args);
                 // Records carry no registers (that would double their size):
                 // consumers see rip only. Hold and Detach need a stopped
                 // thread, which this engine never has: they act as Continue.
