@@ -113,6 +113,11 @@ struct SessionOptions {
     // the program's shared memory and the event callback is not called.
     // Ignored with a condition, which needs the events.
     bool count_only = false;
+    // The inline engine drops (and counts) records a full ring has no room
+    // for; with no_drop the writing thread waits for the tracer to drain
+    // instead (so the program slows to the tracer's pace). The ptrace
+    // engine never drops: it stops the thread at every hit anyway.
+    bool no_drop = false;
     // "ptrace" (int3, the tracer sees every hit), "inline" (an in-process
     // agent with jump-patched sites; the program is never stopped between
     // start and end) or "auto" (inline; ptrace when that is impossible).

@@ -146,7 +146,7 @@ struct Header {
     uint32_t int3_capacity;
     uint32_t int3_count;
     uint32_t tracer_pid;        // the session's tracer: a second session is refused while it lives
-    uint32_t reserved2;
+    uint32_t no_drop;           // a full ring: wait for the tracer to drain it (bounded)
     uint64_t r_debug;           // the dynamic linker's struct r_debug (0: none)
     uint32_t notify_seq;        // futex word: bumped by the agent at kSiteNotify
     uint32_t notify_ack;        // futex word: set to notify_seq by the tracer once done

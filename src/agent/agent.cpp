@@ -191,6 +191,23 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
     return true;
 }
 
+// --no-drop and a full ring: wait (not spinning: the tracer may need this
+// CPU) until the tracer has consumed something. A tracer that stops
+// draining (killed, or gone) must not hang the program: after 2 s without
+// progress the record is dropped after all, counted, and no thread waits
+// again.
+bool wait_for_room(Header* h, RingControl* r) {
+    const uint64_t tail = load(&r->tail);
+    for (int waited = 0; waited < 40000; ++waited) {
+        timespec pause{0, 50000};
+        raw_syscall(SYS_nanosleep, reinterpret_cast<long>(&pause), 0);
+        if (!load(&h->enabled) || !load(&h->no_drop)) return false;
+        if (load(&r->tail) != tail) return true;
+    }
+    __atomic_store_n(&h->no_drop, 0, __ATOMIC_RELEASE);
+    return false;
+}
+
 // At the dynamic linker's rendezvous: a library came or went. Not a hot
 // path (twice per dlopen), so it may wait for the tracer, bounded (5 s) so
 // a dead tracer cannot hang the program. r_state is at offset 24 of
@@ -230,7 +247,10 @@ void hit(const uint64_t* frame, Header* h, uint32_t index) {
                     t_ring = claim_ring(h);
                     t_ring_region = h;
                 }
-                if (!t_ring || !write_record(h, t_ring, site, index, frame)) add<uint64_t>(&site.dropped, 1);
+                bool written = t_ring && write_record(h, t_ring, site, index, frame);
+                while (!written && t_ring && load(&h->no_drop) && wait_for_room(h, t_ring))
+                    written = write_record(h, t_ring, site, index, frame);
+                if (!written) add<uint64_t>(&site.dropped, 1);
             }
             if (!site.next) break;
             index = site.next - 1;

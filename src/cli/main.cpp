@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
     trace_cmd->add_flag("--no-colocate", no_colocate,
                         "Do not run the tracer on the CPU of a single traced thread");
     trace_cmd->add_option("--string-max", trace.string_max, "Longest string read from the target (bytes)");
+    trace_cmd->add_flag("--no-drop", trace.no_drop,
+                        "Inline engine: a thread whose event ring is full waits for the tracer instead of "
+                        "dropping the event");
     trace_cmd->add_flag("--latency", trace.latency,
                         "At exit, a log2 histogram of each function probe's durations (FUNC or FUNC%return)");
     trace_cmd->add_option("--return-mode", trace.return_mode,

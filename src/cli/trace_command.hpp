@@ -21,6 +21,7 @@ struct TraceOptions {
     bool follow = false;               // -f
     bool verbose = false;              // -v
     bool colocate = true;              // --no-colocate clears it
+    bool no_drop = false;              // --no-drop
     size_t string_max = 256;
     bool latency = false;              // --latency: duration histograms of function probes
     std::string return_mode = "auto";  // --return-mode=insn|trampoline|auto

@@ -46,6 +46,8 @@ struct TraceRequest {
                                        // ptrace call per hit)
     bool count_only = false;           // only stats() hits are wanted: an engine may
                                        // count in place and deliver no events (inline)
+    bool no_drop = false;              // a thread whose event ring is full waits for the
+                                       // tracer instead of dropping the record (inline)
     ReturnMode return_mode = ReturnMode::Auto;  // how FUNC%return probes are placed
 };
 

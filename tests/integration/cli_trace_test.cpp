@@ -92,6 +92,27 @@ TEST_P(CliTrace, CountPrintsExactHits) {
     EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\bweak_hook\s+777\n)"))) << r.out;
 }
 
+// --no-drop: a burst far larger than the inline engine's ring (and faster
+// than the tracer drains it) arrives whole and in order (the ptrace engine
+// never drops anyway).
+TEST_P(CliTrace, NoDropDeliversEveryEventOfABurst) {
+    const int n = 50000;
+    auto plain = run({target_path("cli_funcs"), std::to_string(n)});
+    auto events = tmp_.path("burst.json");
+    auto r = run(trace({"--no-drop", "--format", "json", "-o", events, "add a=%di b=%si", "--", target_path("cli_funcs"),
+                        std::to_string(n)}));
+    ASSERT_EQ(r.status, 0) << r.describe();
+    EXPECT_EQ(r.out, plain.out);
+    EXPECT_EQ(r.err.find("dropped"), std::string::npos) << r.err;
+    FuncsModel model(n);
+    auto seen = read_events(events);
+    ASSERT_EQ(seen.size(), model.add_args.size());
+    for (size_t i = 0; i < seen.size(); ++i) {
+        ASSERT_EQ(seen[i]["args"]["a"].get<long>(), model.add_args[i].first) << i;
+        ASSERT_EQ(seen[i]["args"]["b"].get<long>(), model.add_args[i].second) << i;
+    }
+}
+
 TEST_P(CliTrace, ExitStatusOfTheCommandIsPassedOn) {
     // libc is not mapped yet when the command starts: the probe is pending
     // until the dynamic linker maps it. Every way out of a process ends in

@@ -44,6 +44,38 @@ TEST(InlineEngine, CountOnlyWritesNoRecordsAndCountsExactly) {
     EXPECT_EQ(engine->stats().at(0).hits, 1000u);
 }
 
+// --no-drop: 8 threads make 800,000 hits as fast as they can, far more than
+// the rings hold (1 MiB each, about 21,000 records) and far faster than the
+// tracer drains them; each writer waits for room, so every hit arrives.
+TEST(InlineEngine, NoDropDeliversEveryRecord) {
+    struct Counter : EventConsumer {
+        std::map<uint64_t, uint64_t> per_value;
+        void on_event(const Event& event) override { per_value[event.args.at(0).value.u]++; }
+    } counter;
+    auto engine = make_inline_engine();
+    Watchdog watchdog(*engine, std::chrono::seconds(120));
+    TraceRequest request;
+    request.probes.push_back(spec("hit index=$arg1"));
+    request.command = {target("engine_threads"), "100000"};
+    request.no_drop = true;
+    CapturedStdout capture;
+    auto started = engine->start(request, counter);
+    capture.restore();
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    for (pid_t pid : engine->traced_processes()) watchdog.watch(pid);
+    auto status = engine->run();
+    ASSERT_TRUE(status.ok());
+    EXPECT_EQ(*status, 0);
+    EXPECT_EQ(engine->stats().at(0).hits, 800000u);
+    EXPECT_EQ(engine->stats().at(0).dropped, 0u);
+    std::map<uint64_t, uint64_t> want;
+    for (uint64_t index = 0; index < 8; ++index) want[index] = 100000;
+    EXPECT_EQ(counter.per_value, want);
+    std::string expected;  // thread i adds hit(i) = i + 1 per iteration
+    for (int i = 0; i < 8; ++i) expected += "thread " + std::to_string(i) + " total " + std::to_string((i + 1) * 100000) + "\n";
+    EXPECT_EQ(capture.text(), expected);
+}
+
 TEST(InlineEngine, CountOnlyTwoProbesOnOneAddress) {
     auto engine = make_inline_engine();
     Watchdog watchdog(*engine);

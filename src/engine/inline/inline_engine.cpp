@@ -237,6 +237,7 @@ void InlineEngine::init_region(abi::Header* h) {
     h->program_capacity = kLayout.program_capacity;
     h->ring_count = kLayout.ring_count;
     h->follow_children = request_.follow_children;
+    h->no_drop = request_.no_drop;
     h->ring_size = kLayout.ring_size;
     h->sites_offset = kLayout.sites_offset();
     h->programs_offset = kLayout.programs_offset();
