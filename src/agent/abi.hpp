@@ -150,6 +150,12 @@ struct Header {
     uint64_t r_debug;           // the dynamic linker's struct r_debug (0: none)
     uint32_t notify_seq;        // futex word: bumped by the agent at kSiteNotify
     uint32_t notify_ack;        // futex word: set to notify_seq by the tracer once done
+    // Launch mode keeps the region's fd (and its environment variable)
+    // across execve, so the traced process's next image maps the region
+    // again: its agent bumps exec_seq and waits (bounded) until the tracer
+    // has placed the probes in the new image and set exec_ack to it.
+    uint32_t exec_seq;          // futex word
+    uint32_t exec_ack;          // futex word
 };
 
 struct Layout {

@@ -329,36 +329,56 @@ void after_fork_in_child() {
     t_tid = 0;
 }
 
+// Waits until the tracer sets `*word` to `until`; bounded (30 s), as a
+// tracer that died must not hang the program, which then runs untraced.
+void wait_for_tracer_word(Header* h, uint32_t* word, uint32_t until) {
+    for (int waited = 0; waited < 300 && load(&h->enabled); ++waited) {
+        uint32_t now = load(word);
+        if (now == until) return;
+        timespec tenth{0, 100000000};
+        raw_syscall(SYS_futex, reinterpret_cast<long>(word), FUTEX_WAIT, now, reinterpret_cast<long>(&tenth));
+    }
+}
+
 // Launch mode: the tracer passed the region as an inherited fd in the
 // environment ("FD,SIZE"). Map it, say so, and wait until the tracer has
 // patched the probes, so that none of the program's own code runs first.
+// The fd and the variable stay for the traced process's next execve
+// (abi.hpp, exec_seq); any other process that inherits them lets go.
 void init_from_environment() {
     const char* value = getenv(kRegionFdEnv);
     if (!value) return;
     char* end = nullptr;
     long fd = strtol(value, &end, 10);
     unsigned long long size = end && *end == ',' ? strtoull(end + 1, nullptr, 10) : 0;
-    unsetenv(kRegionFdEnv);
-    if (fd < 0 || size < sizeof(Header)) return;
+    auto let_go = [fd] {
+        unsetenv(kRegionFdEnv);
+        if (fd >= 0) raw_syscall(SYS_close, fd);
+    };
+    if (fd < 0 || size < sizeof(Header)) return let_go();
     void* mapped = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), 0);
-    raw_syscall(SYS_close, fd);
-    if (mapped == MAP_FAILED) return;
+    if (mapped == MAP_FAILED) return let_go();
     auto* h = static_cast<Header*>(mapped);
-    if (h->magic != kMagic || h->abi_version != kAbiVersion || h->region_size != size) {
+    const bool after_exec = h->magic == kMagic && load(&h->agent_ready);
+    if (h->magic != kMagic || h->abi_version != kAbiVersion || h->region_size != size ||
+        (after_exec && h->agent_pid != g_pid) || !load(&h->enabled)) {
+        // Not ours to use: another version, a descendant of the traced
+        // process (its own exec is not followed), or a finished session.
         munmap(mapped, size);
-        return;
+        return let_go();
     }
     h->self = reinterpret_cast<uint64_t>(h);
-    h->agent_pid = g_pid;
     __atomic_store_n(&uprobe_agent_region, h->self, __ATOMIC_RELEASE);
+    if (after_exec) {
+        uint32_t seq = __atomic_add_fetch(&h->exec_seq, 1, __ATOMIC_ACQ_REL);
+        raw_syscall(SYS_futex, reinterpret_cast<long>(&h->exec_seq), FUTEX_WAKE, 1);
+        wait_for_tracer_word(h, &h->exec_ack, seq);
+        return;
+    }
+    h->agent_pid = g_pid;
     __atomic_store_n(&h->agent_ready, 1, __ATOMIC_RELEASE);
     raw_syscall(SYS_futex, reinterpret_cast<long>(&h->agent_ready), FUTEX_WAKE, 1);
-    // A tracer that died before patching must not hang the program: give
-    // up after a while and run untraced.
-    for (int waited = 0; !load(&h->go) && waited < 300; ++waited) {
-        timespec tenth{0, 100000000};
-        raw_syscall(SYS_futex, reinterpret_cast<long>(&h->go), FUTEX_WAIT, 0, reinterpret_cast<long>(&tenth));
-    }
+    wait_for_tracer_word(h, &h->go, 1);
 }
 
 void install_sigtrap_handler() {

@@ -182,7 +182,7 @@ TEST(EngineTrace, VforkChildrenWithFollowAreTracedThroughExec) {
     EXPECT_EQ(r.processes.size(), 4u);
 }
 
-TEST(EngineTrace, ExecReResolvesProbesInTheNewImage) {
+TEST_P(EachEngine, ExecReResolvesProbesInTheNewImage) {
     auto r = launch({"work w=$arg1"}, {target("engine_exec")});
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.status, 0);

@@ -125,6 +125,7 @@ struct Target {
     std::set<uint32_t> counting_sites;           // count in the trampoline
     std::set<std::pair<dev_t, ino_t>> objects;   // objects whose probes are placed
     uint32_t acked = 0;                          // last notify_seq handled
+    uint32_t exec_acked = 0;                     // last exec_seq handled
     ino_t exe_inode = 0;
     dev_t exe_device = 0;
     ino_t agent_inode = 0;  // the agent's file (launch) or memfd (attach) in the target
@@ -163,6 +164,8 @@ private:
     Result<void> place_new_objects(Target& t, pid_t tid, bool at_start);
     Result<void> watch_dynamic_linker(Target& t, pid_t tid);
     void rescan(Target& t);
+    void follow_exec(Target& t);
+    void bank_counters(Target& t);
     Result<void> inject_agent(Target& t, pid_t tid);
     Result<uint64_t> remote_call(Target& t, pid_t tid, uint64_t function, uint64_t a1, uint64_t a2);
     Result<void> map_scratch(Target& t, pid_t tid);
@@ -1107,7 +1110,10 @@ Result<int> InlineEngine::run() {
         int ready = ::poll(fds.data(), fds.size(), 1);
         for (auto& t : targets_) {
             drain(*t);
-            if (t->alive && t->region) rescan(*t);
+            if (t->alive && t->region) {
+                follow_exec(*t);
+                rescan(*t);
+            }
         }
         if (ready <= 0) continue;
         for (size_t i = 0; i < polled.size(); ++i) {
@@ -1126,6 +1132,60 @@ Result<int> InlineEngine::run() {
     }
     for (auto& t : targets_) finish_target(*t);
     return root_status_;
+}
+
+// Moves the sites' counters into stats_ (the region is about to go, or to
+// be reused for a new image) and forgets the sites.
+void InlineEngine::bank_counters(Target& t) {
+    for (size_t i = 0; i < t.sites.size(); ++i) {
+        if (t.sites[i].probe_id >= stats_.size()) continue;  // internal
+        const abi::Site& s = abi::sites_of(t.region)[i];
+        const abi::Site& counted = t.sites[i].hits_from >= 0 ? abi::sites_of(t.region)[t.sites[i].hits_from] : s;
+        stats_[t.sites[i].probe_id].hits += __atomic_load_n(&counted.hits, __ATOMIC_RELAXED);
+        stats_[t.sites[i].probe_id].dropped += __atomic_load_n(&s.dropped, __ATOMIC_RELAXED);
+    }
+    t.sites.clear();
+}
+
+// The traced process ran execve and its agent, preloaded again and handed
+// the same region (abi.hpp, exec_seq), waits: read what the old image
+// left, reset the region, place the probes in the new image, let it go.
+// Nothing of the old image needs restoring: exec replaced all of it, and
+// its threads (the rings' owners) are gone.
+void InlineEngine::follow_exec(Target& t) {
+    abi::Header* h = t.region;
+    const uint32_t seq = __atomic_load_n(&h->exec_seq, __ATOMIC_ACQUIRE);
+    if (seq == t.exec_acked) return;
+    drain(t);
+    bank_counters(t);
+    t.patches.clear();
+    t.areas.clear();
+    t.semaphores.clear();
+    t.first_site_at.clear();
+    t.counting_sites.clear();
+    t.objects.clear();
+    t.comms.clear();
+    t.scratch = 0;
+    __atomic_store_n(&h->site_count, 0, __ATOMIC_RELEASE);
+    h->program_count = 0;
+    h->int3_count = 0;
+    h->r_debug = 0;
+    std::memset(abi::int3_table_of(h), 0, sizeof(abi::Int3Entry) * h->int3_capacity);
+    for (uint32_t i = 0; i < h->ring_count; ++i) {
+        abi::RingControl* r = abi::ring_of(h, i);
+        __atomic_store_n(&r->owner_pid, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->owner_tid, 0, __ATOMIC_RELEASE);
+    }
+    t.remote_region = h->self;
+    t.acked = __atomic_load_n(&h->notify_seq, __ATOMIC_ACQUIRE);
+    if (auto tids = stop_all(t)) {
+        if (auto installed = install(t, t.pid); !installed)
+            note("after exec in " + std::to_string(t.pid) + ": " + installed.error().message());
+        release_all(t, *tids);
+    }
+    t.exec_acked = seq;
+    __atomic_store_n(&h->exec_ack, seq, __ATOMIC_RELEASE);
+    futex(&h->exec_ack, FUTEX_WAKE, INT32_MAX);
 }
 
 void InlineEngine::remove_probes(Target& t) {
@@ -1154,6 +1214,11 @@ void InlineEngine::remove_probes(Target& t) {
 // inside one), then reads what is left in the rings.
 void InlineEngine::finish_target(Target& t) {
     if (!t.region) return;
+    // An exec not yet followed left nothing of ours in the process.
+    if (__atomic_load_n(&t.region->exec_seq, __ATOMIC_ACQUIRE) != t.exec_acked) {
+        t.patches.clear();
+        t.semaphores.clear();
+    }
     if (t.alive && ::kill(t.pid, 0) == 0) {
         auto tids = stop_all(t);
         if (tids) {
@@ -1163,15 +1228,10 @@ void InlineEngine::finish_target(Target& t) {
     }
     t.alive = false;
     drain(t);
-    // Keep the final counters for stats() after the region is gone.
-    for (size_t i = 0; i < t.sites.size(); ++i) {
-        if (t.sites[i].probe_id >= stats_.size()) continue;  // internal
-        const abi::Site& s = abi::sites_of(t.region)[i];
-        const abi::Site& counted = t.sites[i].hits_from >= 0 ? abi::sites_of(t.region)[t.sites[i].hits_from] : s;
-        stats_[t.sites[i].probe_id].hits += __atomic_load_n(&counted.hits, __ATOMIC_RELAXED);
-        stats_[t.sites[i].probe_id].dropped += __atomic_load_n(&s.dropped, __ATOMIC_RELAXED);
-    }
+    bank_counters(t);
     __atomic_store_n(&t.region->enabled, 0, __ATOMIC_RELEASE);
+    // An agent waiting for an exec to be followed sees enabled = 0 and goes on.
+    futex(&t.region->exec_ack, FUTEX_WAKE, INT32_MAX);
     ::munmap(t.region, kLayout.total());
     t.region = nullptr;
 }
