@@ -12,6 +12,10 @@
 
 namespace uprobe::engine {
 
+bool is_glob_probe(const ProbeSpec& spec) {
+    return spec.location.kind == LocationKind::Function && spec.location.function.find_first_of("*?[") != std::string::npos;
+}
+
 bool probe_names_object(const ProbeSpec& spec, pid_t pid, ObjectKey exe, ObjectKey key, const std::string& path) {
     const std::string& bin = spec.location.binary;
     if (bin.empty()) return key == exe;

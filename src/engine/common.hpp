@@ -23,6 +23,12 @@ struct ObjectKey {
 // namespace), compared by identity; a library name matches by file name.
 bool probe_names_object(const ProbeSpec& spec, pid_t pid, ObjectKey exe, ObjectKey key, const std::string& path);
 
+// Whether FUNC is a glob. Such a probe names functions the user did not
+// pick one by one, so a site of it that cannot be probed (a function that
+// starts with ud2, say) is skipped with a note instead of failing the
+// probe; the probe fails only when none of its sites could be placed.
+bool is_glob_probe(const ProbeSpec& spec);
+
 // "0x1f" for messages.
 std::string hex(uint64_t value);
 

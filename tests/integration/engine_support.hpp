@@ -182,6 +182,7 @@ struct LaunchResult {
     std::vector<Event> events;
     std::vector<pid_t> processes;
     std::vector<ProbeStats> stats;
+    std::vector<std::string> notes;
     std::string error;
 };
 
@@ -216,6 +217,7 @@ inline LaunchResult launch(const std::vector<std::string>& probes, const std::ve
     else result.status = *status;
     result.output = capture.text();
     result.events = std::move(collector.events);
+    result.notes = std::move(collector.notes);
     result.processes = engine->traced_processes();
     result.stats = engine->stats();
     return result;

@@ -105,6 +105,27 @@ TEST_P(EachEngine, HardInstructionsRunOutOfLine) {
     EXPECT_EQ(hits, expected);
 }
 
+// A glob probe skips (with a note) a function that cannot be probed and
+// probes the rest; naming that function alone is an error.
+TEST_P(EachEngine, GlobProbeSkipsAFunctionThatCannotBeProbed) {
+    const std::string bin = target("engine_insns");
+    auto r = launch({"*_fn"}, {bin});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced({bin}));
+    std::map<uint64_t, int> by_address;
+    for (const auto& e : r.events) by_address[e.addr]++;
+    EXPECT_EQ(by_address.size(), 5u);  // jcc_fn, loop_fn, ret_fn, rep_movsb_fn, cpuid_fn
+    EXPECT_EQ(r.events.size(), 6u + 3u + 3u + 3u + 3u);  // jcc_fn is called twice a round
+    EXPECT_EQ(r.stats.at(0).sites, 5u);
+    size_t skipped = 0;
+    for (const auto& note : r.notes)
+        if (note.find("skipped") != std::string::npos && note.find("trap_fn") != std::string::npos) ++skipped;
+    EXPECT_EQ(skipped, 1u);
+    auto alone = launch({"trap_fn"}, {bin});
+    EXPECT_NE(alone.error.find("ud2"), std::string::npos) << alone.error;
+}
+
 TEST_P(EachEngine, EightThreadsExactCounts) {
     auto r = launch({"hit i=$arg1"}, {target("engine_threads"), "20000"});
     ASSERT_EQ(r.error, "");

@@ -101,4 +101,9 @@ cpuid_site:
         ret
 END(cpuid_fn)
 
+# Never called: no instruction of a probe may run out of line in its place.
+FUNC(trap_fn)
+        ud2
+END(trap_fn)
+
         .section .note.GNU-stack,"",@progbits

@@ -65,7 +65,8 @@ static_assert(abi::kFrameXmmOffset == arch::kFrameXmmOffset);
 
 constexpr uint64_t kAreaSize = 1 << 20;
 constexpr uint64_t kReach = (uint64_t{1} << 31) - 2 * kAreaSize;
-constexpr abi::Layout kLayout{16384, 32768, 64, 1 << 20, 8192};
+// Room for every function of a large library (libLLVM-15: 36,687).
+constexpr abi::Layout kLayout{65536, 32768, 64, 1 << 20, 16384};
 
 uint64_t rdtsc() { return __builtin_ia32_rdtsc(); }
 
@@ -833,136 +834,151 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
         t.semaphores[semaphore]++;
         return {};
     };
+    const bool glob = is_glob_probe(spec);
+    size_t skipped = 0;
     for (const probe::Site& site : cached->second) {
-        const Mapping* home = nullptr;
-        for (const auto& m : maps) {
-            if (m.device != any.device || m.inode != any.inode || !m.exec) continue;
-            if (site.file_offset >= m.file_offset && site.file_offset < m.file_offset + (m.end - m.start)) home = &m;
-        }
-        if (!home) return Error("address " + hex(site.vaddr) + " of " + any.path + " is not mapped executable");
-        const uint64_t address = home->start + (site.file_offset - home->file_offset);
-        const std::string where = "at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")");
-        probe::CompileContext context;
-        context.site = &site;
-        context.load_bias = address - site.vaddr;
-        context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
-            if (auto a = binary->data_symbol(name)) return *a;
-            return Error("no symbol '" + name + "' in " + binary->path());
-        };
-        SiteInfo info;
-        info.probe_id = static_cast<uint32_t>(probe_index);
-        info.address = address;
-        // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
-        probe::DwarfSource dwarf;
-        for (const auto& arg : spec.args)
-            if (probe::is_dwarf_arg(arg) && !dwarf.debug_info && dwarf.missing.empty())
-                dwarf = probe::dwarf_source(resolver_, path);
-        bool needs_fpregs = false;
-        std::vector<const probe::FetchProgram*> leaves;
-        for (const auto& arg : spec.args) {
-            UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
-            info.args.push_back(std::move(program));
-        }
-        for (const auto& program : info.args) probe::leaf_programs(program, leaves);
-        if (leaves.size() > abi::kMaxArgs)
-            return Error("probe " + spec.name + " " + where + ": " + std::to_string(leaves.size()) +
-                         " values to fetch; the inline engine takes at most " + std::to_string(abi::kMaxArgs));
-        for (const probe::FetchProgram* leaf : leaves) {
-            needs_fpregs |= leaf->needs_fpregs;
-            info.programs.push_back(*leaf);
-        }
-        if (h->site_count >= h->site_capacity || h->program_count + info.programs.size() > h->program_capacity)
-            return Error("too many probe sites for the inline engine");
-        const uint32_t index = h->site_count;
-        abi::Site& slot = abi::sites_of(h)[index];
-        std::memset(&slot, 0, sizeof slot);
-        slot.probe_id = info.probe_id;
-        slot.flags = request_.count_only ? uint32_t{abi::kSiteCountOnly} : 0u;
-        slot.address = address;
-        slot.first_program = h->program_count;
-        slot.arg_count = static_cast<uint32_t>(info.programs.size());
-        slot.string_max = static_cast<uint32_t>(request_.string_max);
-        for (size_t a = 0; a < info.programs.size(); ++a)
-            abi::programs_of(h)[h->program_count + a] = info.programs[a];
-
-        if (auto existing = t.first_site_at.find(address); existing != t.first_site_at.end()) {
-            // A second probe at a patched address joins its chain.
-            if (t.counting_sites.count(existing->second)) info.hits_from = existing->second;
-            uint32_t last = existing->second;
-            while (abi::sites_of(h)[last].next) last = abi::sites_of(h)[last].next - 1;
-            h->program_count += static_cast<uint32_t>(info.programs.size());
-            t.sites.push_back(std::move(info));
-            __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
-            abi::sites_of(h)[last].next = index + 1;
-        } else {
-            // A jump where it is safe (see arch/x86_64/trampoline.hpp),
-            // else an int3 handled in the program.
-            std::string no_jump;
-            size_t displaced = 0;
-            if (!site.function_size) {
-                no_jump = "the function's size is unknown";
-            } else if (auto function = binary->code(site.function_vaddr, site.function_size); !function) {
-                no_jump = function.error().message();
-            } else if (auto checked = arch::check_jump_site(*function, site.function_vaddr, site.vaddr); !checked) {
-                no_jump = checked.error().message();
-            } else {
-                displaced = *checked;
-                for (const auto& [other, _] : t.first_site_at)
-                    if ((other > address && other < address + displaced) || (address > other && address < other + 5))
-                        no_jump = "too close to another probe site";
-                for (uint64_t rip : rips)
-                    if (rip > address && rip < address + displaced) no_jump = "a thread is stopped inside the bytes";
+        auto placed = [&]() -> Result<void> {
+            const Mapping* home = nullptr;
+            for (const auto& m : maps) {
+                if (m.device != any.device || m.inode != any.inode || !m.exec) continue;
+                if (site.file_offset >= m.file_offset && site.file_offset < m.file_offset + (m.end - m.start)) home = &m;
             }
-            if (!no_jump.empty()) {
-                UPROBE_TRY(auto code, binary->code(site.vaddr, arch::kMaxInstructionLength + 1));
+            if (!home) return Error("address " + hex(site.vaddr) + " of " + any.path + " is not mapped executable");
+            const uint64_t address = home->start + (site.file_offset - home->file_offset);
+            const std::string where = "at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")");
+            probe::CompileContext context;
+            context.site = &site;
+            context.load_bias = address - site.vaddr;
+            context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
+                if (auto a = binary->data_symbol(name)) return *a;
+                return Error("no symbol '" + name + "' in " + binary->path());
+            };
+            SiteInfo info;
+            info.probe_id = static_cast<uint32_t>(probe_index);
+            info.address = address;
+            // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
+            probe::DwarfSource dwarf;
+            for (const auto& arg : spec.args)
+                if (probe::is_dwarf_arg(arg) && !dwarf.debug_info && dwarf.missing.empty())
+                    dwarf = probe::dwarf_source(resolver_, path);
+            bool needs_fpregs = false;
+            std::vector<const probe::FetchProgram*> leaves;
+            for (const auto& arg : spec.args) {
+                UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
+                info.args.push_back(std::move(program));
+            }
+            for (const auto& program : info.args) probe::leaf_programs(program, leaves);
+            if (leaves.size() > abi::kMaxArgs)
+                return Error("probe " + spec.name + " " + where + ": " + std::to_string(leaves.size()) +
+                             " values to fetch; the inline engine takes at most " + std::to_string(abi::kMaxArgs));
+            for (const probe::FetchProgram* leaf : leaves) {
+                needs_fpregs |= leaf->needs_fpregs;
+                info.programs.push_back(*leaf);
+            }
+            if (h->site_count >= h->site_capacity || h->program_count + info.programs.size() > h->program_capacity)
+                return Error("too many probe sites for the inline engine");
+            const uint32_t index = h->site_count;
+            abi::Site& slot = abi::sites_of(h)[index];
+            std::memset(&slot, 0, sizeof slot);
+            slot.probe_id = info.probe_id;
+            slot.flags = request_.count_only ? uint32_t{abi::kSiteCountOnly} : 0u;
+            slot.address = address;
+            slot.first_program = h->program_count;
+            slot.arg_count = static_cast<uint32_t>(info.programs.size());
+            slot.string_max = static_cast<uint32_t>(request_.string_max);
+            for (size_t a = 0; a < info.programs.size(); ++a)
+                abi::programs_of(h)[h->program_count + a] = info.programs[a];
+
+            if (auto existing = t.first_site_at.find(address); existing != t.first_site_at.end()) {
+                // A second probe at a patched address joins its chain.
+                if (t.counting_sites.count(existing->second)) info.hits_from = existing->second;
+                uint32_t last = existing->second;
+                while (abi::sites_of(h)[last].next) last = abi::sites_of(h)[last].next - 1;
                 h->program_count += static_cast<uint32_t>(info.programs.size());
                 t.sites.push_back(std::move(info));
                 __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
-                UPROBE_CHECK(insert_int3(t, tid, address, code, index).context(where));
+                abi::sites_of(h)[last].next = index + 1;
+            } else {
+                // A jump where it is safe (see arch/x86_64/trampoline.hpp),
+                // else an int3 handled in the program.
+                std::string no_jump;
+                size_t displaced = 0;
+                if (!site.function_size) {
+                    no_jump = "the function's size is unknown";
+                } else if (auto function = binary->code(site.function_vaddr, site.function_size); !function) {
+                    no_jump = function.error().message();
+                } else if (auto checked = arch::check_jump_site(*function, site.function_vaddr, site.vaddr); !checked) {
+                    no_jump = checked.error().message();
+                } else {
+                    displaced = *checked;
+                    // The nearest sites after and before (a map: tens of thousands of sites).
+                    auto after = t.first_site_at.upper_bound(address);
+                    if (after != t.first_site_at.end() && after->first < address + displaced)
+                        no_jump = "too close to another probe site";
+                    if (auto before = t.first_site_at.lower_bound(address); before != t.first_site_at.begin() &&
+                                                                            std::prev(before)->first + 5 > address)
+                        no_jump = "too close to another probe site";
+                    for (uint64_t rip : rips)
+                        if (rip > address && rip < address + displaced) no_jump = "a thread is stopped inside the bytes";
+                }
+                if (!no_jump.empty()) {
+                    UPROBE_TRY(auto code, binary->code(site.vaddr, arch::kMaxInstructionLength + 1));
+                    h->program_count += static_cast<uint32_t>(info.programs.size());
+                    t.sites.push_back(std::move(info));
+                    __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
+                    UPROBE_CHECK(insert_int3(t, tid, address, code, index).context(where));
+                    t.first_site_at[address] = index;
+                    ++int3_sites;
+                    note("probe " + spec.name + " " + where + ": int3 site (no jump: " + no_jump + ")");
+                    stats_[probe_index].sites++;
+                    UPROBE_CHECK(raise_semaphore(site, context.load_bias));
+                    ++count;
+                    return {};
+                }
+                UPROBE_TRY(auto code, binary->code(site.vaddr, displaced + arch::kMaxInstructionLength));
+                std::vector<uint8_t> original(code.begin(), code.begin() + static_cast<long>(displaced));
+                std::vector<uint8_t> current(displaced);
+                UPROBE_CHECK(proc::read_memory(t.pid, address, current.data(), current.size()));
+                if (current != original)
+                    return Error("code " + where + " differs from the file (breakpoint of another debugger?)");
+                UPROBE_TRY(uint64_t tramp, allocate(t, tid, address, 1024));
+                arch::TrampolineRequest r;
+                r.site = address;
+                r.original = code;
+                r.displaced = displaced;
+                r.address = tramp;
+                r.handler = t.handler;
+                r.argument = t.remote_region;
+                r.index = index;
+                r.save_vector_registers = needs_fpregs;
+                if (request_.count_only) {
+                    // Count-only: a lock inc in the trampoline, no handler call.
+                    r.counter = t.remote_region + h->sites_offset + uint64_t{index} * sizeof(abi::Site) +
+                                offsetof(abi::Site, hits);
+                    t.counting_sites.insert(index);
+                }
+                UPROBE_TRY(arch::Trampoline trampoline, arch::make_trampoline(r).context(where));
+                if (trampoline.code.size() > 1024) return Error(where + ": trampoline too large");
+                UPROBE_CHECK(proc::write_memory(t.pid, tramp, trampoline.code.data(), trampoline.code.size()));
+                h->program_count += static_cast<uint32_t>(info.programs.size());
+                t.sites.push_back(std::move(info));
+                __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
+                UPROBE_CHECK(proc::write_memory(t.pid, address, trampoline.patch.data(), trampoline.patch.size()));
+                t.patches.push_back(Patch{address, false, original, trampoline.patch});
                 t.first_site_at[address] = index;
-                ++int3_sites;
-                note("probe " + spec.name + " " + where + ": int3 site (no jump: " + no_jump + ")");
-                stats_[probe_index].sites++;
-                UPROBE_CHECK(raise_semaphore(site, context.load_bias));
-                ++count;
-                continue;
             }
-            UPROBE_TRY(auto code, binary->code(site.vaddr, displaced + arch::kMaxInstructionLength));
-            std::vector<uint8_t> original(code.begin(), code.begin() + static_cast<long>(displaced));
-            std::vector<uint8_t> current(displaced);
-            UPROBE_CHECK(proc::read_memory(t.pid, address, current.data(), current.size()));
-            if (current != original)
-                return Error("code " + where + " differs from the file (breakpoint of another debugger?)");
-            UPROBE_TRY(uint64_t tramp, allocate(t, tid, address, 1024));
-            arch::TrampolineRequest r;
-            r.site = address;
-            r.original = code;
-            r.displaced = displaced;
-            r.address = tramp;
-            r.handler = t.handler;
-            r.argument = t.remote_region;
-            r.index = index;
-            r.save_vector_registers = needs_fpregs;
-            if (request_.count_only) {
-                // Count-only: a lock inc in the trampoline, no handler call.
-                r.counter = t.remote_region + h->sites_offset + uint64_t{index} * sizeof(abi::Site) +
-                            offsetof(abi::Site, hits);
-                t.counting_sites.insert(index);
-            }
-            UPROBE_TRY(arch::Trampoline trampoline, arch::make_trampoline(r).context(where));
-            if (trampoline.code.size() > 1024) return Error(where + ": trampoline too large");
-            UPROBE_CHECK(proc::write_memory(t.pid, tramp, trampoline.code.data(), trampoline.code.size()));
-            h->program_count += static_cast<uint32_t>(info.programs.size());
-            t.sites.push_back(std::move(info));
-            __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
-            UPROBE_CHECK(proc::write_memory(t.pid, address, trampoline.patch.data(), trampoline.patch.size()));
-            t.patches.push_back(Patch{address, false, original, trampoline.patch});
-            t.first_site_at[address] = index;
+            stats_[probe_index].sites++;
+            UPROBE_CHECK(raise_semaphore(site, context.load_bias));
+            ++count;
+            return {};
+        }();
+        if (!placed) {
+            if (!glob) return placed.error();
+            note("probe " + spec.name + ": skipped " + placed.error().message());
+            ++skipped;
         }
-        stats_[probe_index].sites++;
-        UPROBE_CHECK(raise_semaphore(site, context.load_bias));
-        ++count;
     }
+    if (count == 0 && skipped > 0) return Error("probe " + spec.name + ": no function matching '" + spec.location.function + "' could be probed");
     note("probe " + spec.name + ": " + std::to_string(count) + " site" + (count == 1 ? "" : "s") + " in " + any.path +
          " of " + std::to_string(t.pid) + " (" + std::to_string(count - int3_sites) + " jump, " +
          std::to_string(int3_sites) + " int3)");

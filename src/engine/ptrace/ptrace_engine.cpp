@@ -590,61 +590,72 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
     }
     UPROBE_TRY(elf::Binary * binary, resolver_.binary(path));
     size_t count = 0;
+    const bool glob = is_glob_probe(spec);
+    size_t skipped = 0;
     for (const probe::Site& site : cached->second) {
-        const Mapping* home = nullptr;
-        bool in_data = false;
-        for (const auto& m : maps) {
-            if (m.device != key.device || m.inode != key.inode) continue;
-            if (site.file_offset < m.file_offset || site.file_offset >= m.file_offset + (m.end - m.start)) continue;
-            if (m.exec) home = &m;
-            else in_data = true;
-        }
-        if (!home) {
-            if (in_data)
-                return Error("address " + hex(site.vaddr) + " of " + any.path + " is not executable");
-            return Error("address " + hex(site.vaddr) + " of " + any.path + " is not mapped");
-        }
-        uint64_t address = home->start + (site.file_offset - home->file_offset);
-        probe::CompileContext context;
-        context.site = &site;
-        context.load_bias = address - site.vaddr;
-        context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
-            if (auto a = binary->data_symbol(name)) return *a;
-            return Error("no symbol '" + name + "' in " + binary->path());
-        };
-        SiteProbe sp;
-        sp.probe_id = static_cast<uint32_t>(probe_index);
-        // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
-        probe::DwarfSource dwarf;
-        for (const auto& arg : spec.args)
-            if (probe::is_dwarf_arg(arg) && !dwarf.debug_info && dwarf.missing.empty()) dwarf = probe::dwarf_source(resolver_, path);
-        for (const auto& arg : spec.args) {
-            UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
-            sp.needs_fpregs |= program.needs_fpregs();
-            sp.programs.push_back(std::move(program));
-        }
-        if (spec.location.is_return) {
-            UPROBE_CHECK(insert_return_probe(process, tid, site, address, key, *binary, std::move(sp))
-                             .context("at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")")));
-            ++count;
-            continue;
-        }
-        UPROBE_TRY(auto span, binary->code(site.vaddr, arch::kMaxInstructionLength + 1));
-        std::vector<uint8_t> code(span.begin(), span.end());
-        UPROBE_CHECK(insert_breakpoint(process, tid, address, code, key, std::move(sp), Internal::None)
-                         .context("at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")")));
-        if (site.marker && site.marker->semaphore_vaddr) {
-            uint64_t semaphore = site.marker->semaphore_vaddr + context.load_bias;
-            if (!process.space->semaphores.count(semaphore)) {
-                uint16_t value = 0;
-                UPROBE_CHECK(proc::read_memory(process.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
-                ++value;
-                UPROBE_CHECK(proc::write_memory(process.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
-                process.space->semaphores[semaphore] = Semaphore{1, key};
+        auto placed = [&]() -> Result<void> {
+            const Mapping* home = nullptr;
+            bool in_data = false;
+            for (const auto& m : maps) {
+                if (m.device != key.device || m.inode != key.inode) continue;
+                if (site.file_offset < m.file_offset || site.file_offset >= m.file_offset + (m.end - m.start)) continue;
+                if (m.exec) home = &m;
+                else in_data = true;
             }
+            if (!home) {
+                if (in_data)
+                    return Error("address " + hex(site.vaddr) + " of " + any.path + " is not executable");
+                return Error("address " + hex(site.vaddr) + " of " + any.path + " is not mapped");
+            }
+            uint64_t address = home->start + (site.file_offset - home->file_offset);
+            probe::CompileContext context;
+            context.site = &site;
+            context.load_bias = address - site.vaddr;
+            context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
+                if (auto a = binary->data_symbol(name)) return *a;
+                return Error("no symbol '" + name + "' in " + binary->path());
+            };
+            SiteProbe sp;
+            sp.probe_id = static_cast<uint32_t>(probe_index);
+            // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
+            probe::DwarfSource dwarf;
+            for (const auto& arg : spec.args)
+                if (probe::is_dwarf_arg(arg) && !dwarf.debug_info && dwarf.missing.empty()) dwarf = probe::dwarf_source(resolver_, path);
+            for (const auto& arg : spec.args) {
+                UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
+                sp.needs_fpregs |= program.needs_fpregs();
+                sp.programs.push_back(std::move(program));
+            }
+            if (spec.location.is_return) {
+                UPROBE_CHECK(insert_return_probe(process, tid, site, address, key, *binary, std::move(sp))
+                                 .context("at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")")));
+                ++count;
+                return {};
+            }
+            UPROBE_TRY(auto span, binary->code(site.vaddr, arch::kMaxInstructionLength + 1));
+            std::vector<uint8_t> code(span.begin(), span.end());
+            UPROBE_CHECK(insert_breakpoint(process, tid, address, code, key, std::move(sp), Internal::None)
+                             .context("at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")")));
+            if (site.marker && site.marker->semaphore_vaddr) {
+                uint64_t semaphore = site.marker->semaphore_vaddr + context.load_bias;
+                if (!process.space->semaphores.count(semaphore)) {
+                    uint16_t value = 0;
+                    UPROBE_CHECK(proc::read_memory(process.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
+                    ++value;
+                    UPROBE_CHECK(proc::write_memory(process.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
+                    process.space->semaphores[semaphore] = Semaphore{1, key};
+                }
+            }
+            ++count;
+            return {};
+        }();
+        if (!placed) {
+            if (!glob) return placed.error();
+            note("probe " + spec.name + ": skipped " + placed.error().message());
+            ++skipped;
         }
-        ++count;
     }
+    if (count == 0 && skipped > 0) return Error("probe " + spec.name + ": no function matching '" + spec.location.function + "' could be probed");
     note("probe " + spec.name + ": " + std::to_string(count) + " site" + (count == 1 ? "" : "s") + " in " + any.path +
          " of " + std::to_string(process.pid));
     return {};
