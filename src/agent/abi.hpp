@@ -41,6 +41,16 @@ enum SiteFlags : uint32_t {
     // ask the tracer to place pending probes, and wait (bounded) until it
     // has, so the new library's code does not run unprobed.
     kSiteNotify = 2,
+    // The entry of a FUNC%return probe: replace the return address with the
+    // return trampoline and push the original on the thread's shadow stack;
+    // the record is written at the return (kRecordReturn).
+    kSiteReturnEntry = 4,
+    // The C++ unwinder starts (_Unwind_RaiseException and friends): put the
+    // hijacked return addresses back, since it reads them from the stack.
+    kSiteUnwind = 8,
+    // A handler catches (__cxa_begin_catch): hijack again the frames the
+    // exception did not unwind.
+    kSiteCatch = 16,
 };
 constexpr uint32_t kInternalProbe = 0xffffffff;  // Site::probe_id of engine-internal sites
 
@@ -74,7 +84,9 @@ struct alignas(64) RingControl {
 };
 static_assert(sizeof(RingControl) == 192);
 
-enum RecordKind : uint32_t { kRecordHit = 1, kRecordSkip = 2 };
+// kRecordReturn: a return of a FUNC%return probe; `site` is its entry
+// site, and a uint64_t follows the header: rdtsc at the entry ($duration).
+enum RecordKind : uint32_t { kRecordHit = 1, kRecordSkip = 2, kRecordReturn = 3 };
 
 struct RecordHeader {
     uint32_t size;  // whole record, a multiple of kRecordAlign
@@ -86,6 +98,39 @@ struct RecordHeader {
     uint64_t tsc;   // rdtsc at the hit; the tracer converts to CLOCK_MONOTONIC
 };
 static_assert(sizeof(RecordHeader) == 32);
+
+// Return probes in the program: each thread that enters a probed function
+// gets a shadow stack (private memory, lazily mapped, so a forked child
+// has its own copy) listed in the agent's exported registry, which the
+// tracer reads at detach to put every hijacked return address back.
+// Frames that share a slot are a tail-call chain: the lowest of them holds
+// the real return address, the others the trampoline's.
+constexpr uint32_t kMaxEntryValues = 4;  // @entry values a frame keeps
+constexpr uint32_t kShadowDepth = 8192;
+constexpr uint32_t kShadowStacks = 1024;
+
+struct ShadowFrame {
+    uint64_t slot;      // stack address of the return address
+    uint64_t original;  // what it held (the trampoline's address in a chain)
+    uint64_t tsc;       // rdtsc at the entry
+    uint32_t site;      // the entry site (index into the site table)
+    uint32_t suspended; // 1: put back for the C++ unwinder (kSiteUnwind)
+    uint64_t entry[kMaxEntryValues];  // @entry values, in program order
+};
+static_assert(sizeof(ShadowFrame) == 64);
+
+struct ShadowStack {
+    uint32_t owner_tid;  // the thread using it; a dead owner's stack is reused
+    uint32_t depth;      // atomic: frames in use
+    uint64_t pad[7];
+    ShadowFrame frames[kShadowDepth];
+};
+
+// Exported by the agent: uint64_t[kShadowStacks], the shadow stacks'
+// addresses (0: free), and the return trampoline's handler.
+constexpr const char kShadowRegistrySymbol[] = "uprobe_agent_shadow_stacks";
+constexpr const char kReturnHandlerSymbol[] = "uprobe_agent_return";
+constexpr uint32_t kFrameRsp = 19;  // the rsp word of a frame (user_regs_struct order)
 
 enum ArgKind : uint32_t {
     kArgNumber = 0,      // value: the raw accumulator
@@ -156,6 +201,8 @@ struct Header {
     // has placed the probes in the new image and set exec_ack to it.
     uint32_t exec_seq;          // futex word
     uint32_t exec_ack;          // futex word
+    uint64_t return_trampoline; // 0: no return probes in this process
+    uint64_t lost_returns;      // atomic: returns not hooked (no shadow stack, or one full)
 };
 
 struct Layout {

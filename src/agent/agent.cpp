@@ -11,6 +11,7 @@
 // dereferences (a bad pointer must not crash the program). The build uses
 // -mgeneral-regs-only and -fno-tree-loop-distribute-patterns so the
 // compiler emits no memcpy/memset calls and no SSE code.
+#include <errno.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -40,6 +41,8 @@ unsigned long long strtoull(const char* text, char** end, int base) noexcept;
 // tracer through ptrace at attach.
 extern "C" {
 __attribute__((visibility("default"))) uint64_t uprobe_agent_region = 0;
+// See abi.hpp, ShadowStack.
+__attribute__((visibility("default"))) uint64_t uprobe_agent_shadow_stacks[uprobe::agent::kShadowStacks];
 }
 
 namespace uprobe::agent {
@@ -49,6 +52,7 @@ __thread RingControl* t_ring __attribute__((tls_model("initial-exec")));
 __thread Header* t_ring_region __attribute__((tls_model("initial-exec")));  // a later session has another region
 __thread uint32_t t_tid __attribute__((tls_model("initial-exec")));
 __thread uint32_t t_busy __attribute__((tls_model("initial-exec")));
+__thread ShadowStack* t_shadow __attribute__((tls_model("initial-exec")));
 
 uint32_t g_pid;
 uint32_t g_quiet;  // a forked child of a process whose children are not followed
@@ -97,11 +101,13 @@ RingControl* claim_ring(Header* h) {
 
 uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
 
-// Writes one record for `site`; false when the ring had no room.
-bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, const uint64_t* frame) {
+// Writes one record for `site`; false when the ring had no room. A return
+// (`entry` non-null) takes its @entry values and entry time from the frame.
+bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, const uint64_t* frame,
+                  const ShadowFrame* entry = nullptr) {
     const probe::FetchProgram* programs = programs_of(h) + site.first_program;
     const uint32_t args = site.arg_count > kMaxArgs ? kMaxArgs : site.arg_count;
-    uint64_t need = sizeof(RecordHeader);
+    uint64_t need = sizeof(RecordHeader) + (entry ? sizeof(uint64_t) : 0);
     for (uint32_t a = 0; a < args; ++a) {
         need += sizeof(ArgHeader);
         if (programs[a].format == probe::FetchFormat::String) need += align8(site.string_max);
@@ -123,16 +129,29 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
     if (head + need - tail > size) return false;
     auto* rec = reinterpret_cast<RecordHeader*>(data + pos);
     uint8_t* at = data + pos + sizeof(RecordHeader);
+    if (entry) {
+        *reinterpret_cast<uint64_t*>(at) = entry->tsc;
+        at += sizeof(uint64_t);
+    }
     const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
+    uint32_t entry_values = 0;
     for (uint32_t a = 0; a < args; ++a) {
         const probe::FetchProgram& p = programs[a];
         auto* arg = reinterpret_cast<ArgHeader*>(at);
         at += sizeof(ArgHeader);
         arg->length = 0;
+        if (p.at_entry) {
+            const bool kept = entry && entry_values < kMaxEntryValues && p.format != probe::FetchFormat::String;
+            arg->kind = kept ? kArgNumber : kArgNeedsTracer;
+            arg->value = kept ? entry->entry[entry_values] : 0;
+            ++entry_values;
+            continue;
+        }
         switch (p.format) {
         case probe::FetchFormat::Comm:
         case probe::FetchFormat::Pid:
         case probe::FetchFormat::Tid:
+        case probe::FetchFormat::Duration:
             arg->kind = kArgNeedsTracer;
             arg->value = 0;
             continue;
@@ -179,7 +198,7 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
         arg->length = got;
         at += align8(got);
     }
-    rec->kind = kRecordHit;
+    rec->kind = entry ? kRecordReturn : kRecordHit;
     rec->site = index;
     rec->tid = t_tid;
     rec->pid = g_pid;
@@ -225,24 +244,215 @@ void wait_for_tracer(Header* h) {
     }
 }
 
+// A forked child that is not followed goes quiet. g_pid is updated by the
+// fork handler; the region remembers the pid that is traced.
+bool quiet(const Header* h) {
+    if (!g_quiet && g_pid != h->agent_pid && !h->follow_children) g_quiet = 1;
+    return g_quiet;
+}
+
+// ---------------------------------------------------------------- returns
+
+// The calling thread's shadow stack: a dead thread's, or a new mapping
+// (system calls on a thread's first return probe only).
+ShadowStack* shadow_stack() {
+    if (t_shadow) return t_shadow;
+    if (!t_tid) t_tid = static_cast<uint32_t>(raw_syscall(SYS_gettid));
+    for (uint32_t i = 0; i < kShadowStacks; ++i) {
+        auto* s = reinterpret_cast<ShadowStack*>(load(&uprobe_agent_shadow_stacks[i]));
+        if (!s) continue;
+        uint32_t owner = load(&s->owner_tid);
+        if (owner == 0 || raw_syscall(SYS_tgkill, g_pid, owner, 0) != -ESRCH) continue;
+        if (__atomic_compare_exchange_n(&s->owner_tid, &owner, t_tid, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&s->depth, 0, __ATOMIC_RELEASE);
+            return t_shadow = s;
+        }
+    }
+    long mapped = raw_syscall(SYS_mmap, 0, sizeof(ShadowStack), PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mapped < 0 && mapped > -4096) return nullptr;
+    auto* s = reinterpret_cast<ShadowStack*>(mapped);
+    s->owner_tid = t_tid;
+    for (uint32_t i = 0; i < kShadowStacks; ++i) {
+        uint64_t expected = 0;
+        if (__atomic_compare_exchange_n(&uprobe_agent_shadow_stacks[i], &expected, static_cast<uint64_t>(mapped), false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return t_shadow = s;
+    }
+    raw_syscall(SYS_munmap, mapped, sizeof(ShadowStack));
+    return nullptr;
+}
+
+// Frames deeper than a new entry by less than this are on the same stack
+// and were abandoned (longjmp); farther ones may be another stack's (a
+// signal handler on sigaltstack) and wait for a return to sort them out.
+constexpr uint64_t kSameStack = uint64_t{64} << 20;
+
+// At the entry of a FUNC%return probe: hijack the return address.
+void hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* frame) {
+    const uint64_t trampoline = load(&h->return_trampoline);
+    if (!trampoline) return;
+    ShadowStack* s = shadow_stack();
+    if (!s) {
+        add<uint64_t>(&h->lost_returns, 1);
+        return;
+    }
+    const uint64_t slot = frame[kFrameRsp];
+    auto* word = reinterpret_cast<uint64_t*>(slot);
+    const uint64_t returns_to = *word;
+    uint32_t depth = s->depth;
+    // Frames this one replaces: one at this very slot that returned without
+    // us (its address was put back), or abandoned deeper in this stack.
+    // A frame at this slot whose address is still ours is a tail call's
+    // caller: the chain shares the slot.
+    while (depth) {
+        const ShadowFrame& top = s->frames[depth - 1];
+        if ((top.slot == slot && returns_to != trampoline) || (top.slot < slot && slot - top.slot < kSameStack)) --depth;
+        else break;
+    }
+    if (depth == kShadowDepth) {
+        __atomic_store_n(&s->depth, depth, __ATOMIC_RELEASE);
+        add<uint64_t>(&h->lost_returns, 1);
+        return;
+    }
+    ShadowFrame& f = s->frames[depth];
+    f.slot = slot;
+    f.original = returns_to;
+    f.tsc = __builtin_ia32_rdtsc();
+    f.site = index;
+    f.suspended = 0;
+    const probe::FetchProgram* programs = programs_of(h) + site.first_program;
+    const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
+    uint32_t kept = 0;
+    for (uint32_t a = 0; a < site.arg_count && a < kMaxArgs && kept < kMaxEntryValues; ++a) {
+        if (!programs[a].at_entry) continue;
+        auto result = probe::run_steps(programs[a], frame, programs[a].needs_fpregs ? xmm : nullptr,
+                                       [](uint64_t address, void* out, size_t n) { return safe_read(address, out, n) == n; });
+        f.entry[kept++] = result.acc;
+    }
+    // The frame first, then the address: a detach in between finds the
+    // address still the original and leaves it.
+    __atomic_store_n(&s->depth, depth + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(word, trampoline, __ATOMIC_RELEASE);
+}
+
+// The bottom frame of the chain sharing frames[i]'s slot.
+uint32_t chain_bottom(const ShadowStack* s, uint32_t i) {
+    while (i > 0 && s->frames[i - 1].slot == s->frames[i].slot) --i;
+    return i;
+}
+
+// The C++ unwinder starts: it reads return addresses from the stack, and
+// the trampoline's has no unwind info (std::terminate), so every hijacked
+// address goes back until a handler catches.
+void unwinding(Header* h) {
+    ShadowStack* s = t_shadow;
+    if (!s) return;
+    const uint64_t trampoline = load(&h->return_trampoline);
+    for (uint32_t i = 0; i < s->depth; ++i) {
+        ShadowFrame& f = s->frames[i];
+        if (f.suspended) continue;
+        f.suspended = 1;
+        if (chain_bottom(s, i) != i) continue;
+        auto* word = reinterpret_cast<uint64_t*>(f.slot);
+        if (*word == trampoline) *word = f.original;
+    }
+}
+
+// __cxa_begin_catch at stack pointer `rsp`: frames below it were unwound
+// (no return to report); the others are hijacked again, if their slot
+// still holds the address that was put back.
+void caught(Header* h, uint64_t rsp) {
+    ShadowStack* s = t_shadow;
+    if (!s) return;
+    const uint64_t trampoline = load(&h->return_trampoline);
+    uint32_t keep = 0;
+    for (; keep < s->depth; ++keep) {
+        ShadowFrame& f = s->frames[keep];
+        if (f.slot < rsp) break;
+        if (!f.suspended) continue;
+        if (chain_bottom(s, keep) == keep) {
+            auto* word = reinterpret_cast<uint64_t*>(f.slot);
+            if (*word != f.original) break;
+            *word = trampoline;
+        }
+        f.suspended = 0;
+    }
+    __atomic_store_n(&s->depth, keep, __ATOMIC_RELEASE);
+}
+
+void report_return(Header* h, const ShadowFrame& f, const uint64_t* frame) {
+    if (!load(&h->enabled) || quiet(h) || f.site >= h->site_count) return;
+    Site& site = sites_of(h)[f.site];
+    if (site.flags & kSiteCountOnly) return;
+    if (!t_ring || t_ring_region != h) {
+        t_ring = claim_ring(h);
+        t_ring_region = h;
+    }
+    bool written = t_ring && write_record(h, t_ring, site, f.site, frame, &f);
+    while (!written && t_ring && load(&h->no_drop) && wait_for_room(h, t_ring))
+        written = write_record(h, t_ring, site, f.site, frame, &f);
+    if (!written) add<uint64_t>(&site.dropped, 1);
+}
+
+[[noreturn]] void lost_return_address() {
+    static const char message[] = "uprobe agent: a return through the return trampoline has no recorded frame\n";
+    raw_syscall(SYS_write, 2, reinterpret_cast<long>(message), sizeof message - 1);
+    for (;;) raw_syscall(SYS_tgkill, g_pid, raw_syscall(SYS_gettid), SIGABRT);
+}
+
+// From the return trampoline: report the frames that return here and
+// resume at the real return address. Runs whatever the session's state
+// (after a detach, threads may still return through the trampoline).
+void returned(uint64_t* frame, Header* h) {
+    const uint32_t busy = t_busy;
+    t_busy = 1;  // a signal handler's probe hits now are skipped, not nested
+    const uint64_t slot = frame[kFrameRsp];
+    const uint64_t trampoline = load(&h->return_trampoline);
+    ShadowStack* s = t_shadow;
+    uint64_t resume = 0;
+    if (s) {
+        // The topmost frame at this slot; those above it were abandoned.
+        uint32_t depth = s->depth;
+        while (depth && s->frames[depth - 1].slot != slot) --depth;
+        while (depth && s->frames[depth - 1].slot == slot) {
+            const ShadowFrame& f = s->frames[--depth];
+            if (!f.suspended) report_return(h, f, frame);
+            resume = f.original;
+            if (resume != trampoline) break;
+        }
+        if (resume) __atomic_store_n(&s->depth, depth, __ATOMIC_RELEASE);
+    }
+    if (!resume || resume == trampoline) lost_return_address();
+    *reinterpret_cast<uint64_t*>(slot) = resume;
+    t_busy = busy;
+}
+
 void hit(const uint64_t* frame, Header* h, uint32_t index) {
     if (t_busy) {
         if (index < h->site_count) add<uint64_t>(&sites_of(h)[index].reentered, 1);
         return;
     }
     t_busy = 1;
-    if (load(&h->enabled) && !g_quiet) {
-        // A forked child that is not followed goes quiet. g_pid is updated
-        // by the fork handler; the region remembers the pid that is traced.
-        if (g_pid != h->agent_pid && !h->follow_children) g_quiet = 1;
-        for (uint32_t hops = 0; index < h->site_count && hops < 64 && !g_quiet; ++hops) {
+    if (load(&h->enabled) && !quiet(h)) {
+        for (uint32_t hops = 0; index < h->site_count && hops < 64; ++hops) {
             Site& site = sites_of(h)[index];
             if (site.flags & kSiteNotify) {
                 wait_for_tracer(h);
                 break;
             }
+            if (site.flags & kSiteUnwind) {
+                unwinding(h);
+                break;
+            }
+            if (site.flags & kSiteCatch) {
+                caught(h, frame[kFrameRsp]);
+                break;
+            }
             add<uint64_t>(&site.hits, 1);
-            if (!(site.flags & kSiteCountOnly)) {
+            if (site.flags & kSiteReturnEntry) {
+                hook_return(h, site, index, frame);
+            } else if (!(site.flags & kSiteCountOnly)) {
                 if (!t_ring || t_ring_region != h) {
                     t_ring = claim_ring(h);
                     t_ring_region = h;
@@ -326,7 +536,10 @@ void on_sigtrap(int signal, siginfo_t* info, void* context) {
 void after_fork_in_child() {
     g_pid = static_cast<uint32_t>(raw_syscall(SYS_getpid));
     t_ring = nullptr;  // the parent's ring stays the parent's
-    t_tid = 0;
+    t_tid = static_cast<uint32_t>(raw_syscall(SYS_gettid));
+    // The shadow stacks are private memory, copied by fork: this thread's
+    // is its own now; the other threads' (gone in the child) are free.
+    if (t_shadow) t_shadow->owner_tid = t_tid;
 }
 
 // Waits until the tracer sets `*word` to `until`; bounded (30 s), as a
@@ -406,3 +619,6 @@ AGENT_EXPORT const uint32_t uprobe_agent_abi_version = kAbiVersion;
 
 // Called by a trampoline; see abi.hpp.
 AGENT_EXPORT void uprobe_agent_hit(const uint64_t* frame, Header* h, uint32_t index) { hit(frame, h, index); }
+
+// Called by the return trampoline (arch::make_return_trampoline).
+AGENT_EXPORT void uprobe_agent_return(uint64_t* frame, Header* h, uint32_t) { returned(frame, h); }

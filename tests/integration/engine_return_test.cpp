@@ -21,12 +21,17 @@ struct Options {
     ReturnMode mode = ReturnMode::Trampoline;
     bool follow = false;
     std::function<void(Engine&, const Event&)> after_event;
+    std::string engine = "ptrace";
 };
+
+std::unique_ptr<Engine> make_engine(const std::string& name) {
+    return name == "inline" ? make_inline_engine() : make_ptrace_engine();
+}
 
 LaunchResult launch_returns(const std::vector<std::string>& probes, const std::vector<std::string>& argv,
                             const Options& options, std::vector<std::string>* notes = nullptr) {
     LaunchResult result;
-    auto engine = make_ptrace_engine();
+    auto engine = make_engine(options.engine);
     Watchdog watchdog(*engine);
     Collector collector;
     if (options.after_event) collector.after_event = [&](const Event& e) { options.after_event(*engine, e); };
@@ -63,15 +68,24 @@ std::vector<const Event*> of_probe(const LaunchResult& r, const std::string& pro
     return out;
 }
 
-std::string mode_name(const testing::TestParamInfo<ReturnMode>& info) {
-    return info.param == ReturnMode::Trampoline ? "Trampoline" : "Instructions";
+// The ptrace engine in both modes; the inline engine (in-process
+// trampolines and shadow stacks) in trampoline mode.
+struct Variant {
+    const char* engine;
+    ReturnMode mode;
+};
+
+std::string variant_name(const testing::TestParamInfo<Variant>& info) {
+    return std::string(info.param.engine == std::string("inline") ? "Inline" : "Ptrace") +
+           (info.param.mode == ReturnMode::Trampoline ? "Trampoline" : "Instructions");
 }
 
-class Returns : public testing::TestWithParam<ReturnMode> {
+class Returns : public testing::TestWithParam<Variant> {
 protected:
     Options options() const {
         Options o;
-        o.mode = GetParam();
+        o.mode = GetParam().mode;
+        o.engine = GetParam().engine;
         return o;
     }
 };
@@ -284,16 +298,21 @@ TEST_P(Returns, ForkWithFollowReportsBothReturns) {
     EXPECT_EQ(by_pid[r.processes[1]], 42u);
 }
 
-INSTANTIATE_TEST_SUITE_P(BothModes, Returns,
-                         testing::Values(ReturnMode::Trampoline, ReturnMode::Instructions), mode_name);
+INSTANTIATE_TEST_SUITE_P(Engines, Returns,
+                         testing::Values(Variant{"ptrace", ReturnMode::Trampoline},
+                                         Variant{"ptrace", ReturnMode::Instructions},
+                                         Variant{"inline", ReturnMode::Trampoline}),
+                         variant_name);
 
 // stop() while 2000 hijacked frames are live: every return address goes
 // back, and the program, released afterwards, returns through all of them.
-TEST(ReturnsDetach, DetachDuringDeepRecursionRestoresEveryFrame) {
+class ReturnsDetach : public testing::TestWithParam<std::string> {};
+
+TEST_P(ReturnsDetach, DetachDuringDeepRecursionRestoresEveryFrame) {
     int go[2];
     ASSERT_EQ(::pipe(go), 0);
     const std::vector<std::string> argv = {target("ret_funcs"), "detach", "2000", std::to_string(go[0])};
-    auto engine = make_ptrace_engine();
+    auto engine = make_engine(GetParam());
     Watchdog watchdog(*engine);
     Collector collector;
     collector.after_event = [&](const Event& e) {
@@ -322,6 +341,8 @@ TEST(ReturnsDetach, DetachDuringDeepRecursionRestoresEveryFrame) {
     EXPECT_EQ(capture.text(), "waited 2000\n");
     EXPECT_TRUE(collector.events.size() == 1u && collector.events[0].probe == "bottom");
 }
+
+INSTANTIATE_TEST_SUITE_P(Engines, ReturnsDetach, testing::Values("ptrace", "inline"));
 
 TEST(ReturnsInstructions, IndirectJumpIsRefusedWithAReason) {
     auto r = launch_returns({"switcher=switcher%return v=$retval"}, {target("ret_tail"), "3"},

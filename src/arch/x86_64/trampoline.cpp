@@ -162,6 +162,19 @@ Result<size_t> check_jump_site(std::span<const uint8_t> function, uint64_t funct
     return displaced;
 }
 
+std::vector<uint8_t> make_return_trampoline(uint64_t address, uint64_t handler, uint64_t argument) {
+    Code c(address);
+    c.bytes({0x48, 0x8D, 0x64, 0x24, 0xF8});  // lea rsp, [rsp-8]: the word the handler fills
+    TrampolineRequest r;
+    r.site = address;
+    r.handler = handler;
+    r.argument = argument;
+    r.save_vector_registers = true;
+    emit_handler_call(c, r);
+    c.bytes({0xC3});  // ret: to the original return address
+    return std::move(c.raw());
+}
+
 Result<Trampoline> make_trampoline(const TrampolineRequest& r) {
     if (r.displaced < kJumpPatchSize || r.original.size() < r.displaced)
         return Error("bad trampoline request: " + std::to_string(r.displaced) + " displaced bytes");

@@ -65,4 +65,13 @@ struct Trampoline {
 // cannot be relocated, or the trampoline is out of rel32 reach of the site.
 Result<Trampoline> make_trampoline(const TrampolineRequest& request);
 
+// The return trampoline of in-process return probes: a function whose
+// return address was replaced with `address` returns into this code, which
+// reserves a word where the return address was, saves the thread's state
+// (vector registers included: xmm0/xmm1 may hold the return value) as a
+// frame whose rsp is that word's address, calls handler(frame, argument,
+// 0) — which must store the original return address in the word — and
+// returns there with every register as the function returned them.
+std::vector<uint8_t> make_return_trampoline(uint64_t address, uint64_t handler, uint64_t argument);
+
 }  // namespace uprobe::arch

@@ -127,6 +127,9 @@ struct Target {
     std::set<std::pair<dev_t, ino_t>> objects;   // objects whose probes are placed
     uint32_t acked = 0;                          // last notify_seq handled
     uint32_t exec_acked = 0;                     // last exec_seq handled
+    uint64_t return_trampoline = 0;              // remote; 0: no return probes yet
+    uint64_t shadow_registry = 0;                // remote: the agent's shadow stack list
+    std::set<std::pair<dev_t, ino_t>> unwinder_scanned;  // objects searched for unwinder entry points
     ino_t exe_inode = 0;
     dev_t exe_device = 0;
     ino_t agent_inode = 0;  // the agent's file (launch) or memfd (attach) in the target
@@ -165,6 +168,10 @@ private:
     Result<void> place_new_objects(Target& t, pid_t tid, bool at_start);
     Result<void> watch_dynamic_linker(Target& t, pid_t tid);
     void rescan(Target& t);
+    Result<void> setup_returns(Target& t, pid_t tid);
+    void insert_unwinder_hooks(Target& t, pid_t tid, const std::vector<Mapping>& maps);
+    Result<void> insert_internal_site(Target& t, pid_t tid, uint64_t address, uint32_t flags);
+    void restore_return_addresses(Target& t);
     void follow_exec(Target& t);
     void bank_counters(Target& t);
     Result<void> inject_agent(Target& t, pid_t tid);
@@ -186,6 +193,7 @@ private:
         if (consumer_) consumer_->on_note(line);
     }
     uint64_t tsc_to_ns(uint64_t tsc);
+    uint64_t tsc_delta_ns(uint64_t delta);
 
     TraceRequest request_;
     EventConsumer* consumer_ = nullptr;
@@ -211,7 +219,9 @@ Result<void> InlineEngine::start(const TraceRequest& request, EventConsumer& con
     if (request.probes.empty()) return Error("no probes given");
     if (request.command.empty() && request.attach_pids.empty()) return Error("nothing to trace: give a command or -p PID");
     for (const auto& spec : request.probes) {
-        if (spec.location.is_return) return Error("probe " + spec.name + ": return probes need --engine ptrace for now");
+        if (spec.location.is_return && request.return_mode == ReturnMode::Instructions)
+            return Error("probe " + spec.name + ": --return-mode=insn needs --engine ptrace (the inline engine uses "
+                         "trampolines)");
         ProbeStats s;
         s.probe = spec.name;
         stats_.push_back(s);
@@ -731,6 +741,7 @@ Result<void> InlineEngine::place_new_objects(Target& t, pid_t tid, bool at_start
             }
         }
     }
+    if (t.return_trampoline) insert_unwinder_hooks(t, tid, maps);  // a library with the C++ unwinder arrived
     // A dlclose'd object may come back (at another address): forget it.
     for (auto it = t.objects.begin(); it != t.objects.end();) it = mapped.count(*it) ? std::next(it) : t.objects.erase(it);
     if (at_start)
@@ -774,25 +785,104 @@ Result<void> InlineEngine::watch_dynamic_linker(Target& t, pid_t tid) {
     uint64_t r_brk = 0;
     UPROBE_CHECK(proc::read_memory(t.pid, r_debug + 16, &r_brk, sizeof r_brk));
     if (!r_brk || t.first_site_at.count(r_brk)) return {};
+    t.region->r_debug = r_debug;
+    return insert_internal_site(t, tid, r_brk, abi::kSiteNotify);
+}
+
+// An engine-internal int3 site (no probe of the user's) with `flags`.
+Result<void> InlineEngine::insert_internal_site(Target& t, pid_t tid, uint64_t address, uint32_t flags) {
     abi::Header* h = t.region;
     if (h->site_count >= h->site_capacity) return Error("too many probe sites");
     uint8_t code[arch::kMaxInstructionLength + 1];
-    UPROBE_CHECK(proc::read_memory(t.pid, r_brk, code, sizeof code));
+    UPROBE_CHECK(proc::read_memory(t.pid, address, code, sizeof code));
     const uint32_t index = h->site_count;
     abi::Site& slot = abi::sites_of(h)[index];
     std::memset(&slot, 0, sizeof slot);
     slot.probe_id = abi::kInternalProbe;
-    slot.flags = abi::kSiteNotify;
-    slot.address = r_brk;
+    slot.flags = flags;
+    slot.address = address;
     SiteInfo info;
     info.probe_id = abi::kInternalProbe;
-    info.address = r_brk;
+    info.address = address;
     t.sites.push_back(std::move(info));
     __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
-    h->r_debug = r_debug;
-    UPROBE_CHECK(insert_int3(t, tid, r_brk, code, index));
-    t.first_site_at[r_brk] = index;
+    UPROBE_CHECK(insert_int3(t, tid, address, code, index));
+    t.first_site_at[address] = index;
     return {};
+}
+
+// Return probes: the return trampoline (once per process; any address,
+// as a ret reaches it) and the hooks on the C++ unwinder.
+Result<void> InlineEngine::setup_returns(Target& t, pid_t tid) {
+    if (t.return_trampoline) return {};
+    UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
+    UPROBE_TRY(uint64_t handler, find_agent_symbol(t, maps, abi::kReturnHandlerSymbol, true));
+    UPROBE_TRY(t.shadow_registry, find_agent_symbol(t, maps, abi::kShadowRegistrySymbol, false));
+    UPROBE_TRY(uint64_t at, allocate(t, tid, t.handler, 1024));
+    std::vector<uint8_t> code = arch::make_return_trampoline(at, handler, t.remote_region);
+    UPROBE_CHECK(proc::write_memory(t.pid, at, code.data(), code.size()));
+    t.return_trampoline = at;
+    __atomic_store_n(&t.region->return_trampoline, at, __ATOMIC_RELEASE);
+    insert_unwinder_hooks(t, tid, maps);
+    return {};
+}
+
+// The C++ unwinder reads return addresses from the stack, and the
+// trampoline's has no unwind info (std::terminate): its entry points
+// (libgcc_s, or the executable when linked statically) make the agent put
+// the originals back, and the catch (libstdc++'s __cxa_begin_catch) takes
+// the frames that survived again.
+void InlineEngine::insert_unwinder_hooks(Target& t, pid_t tid, const std::vector<Mapping>& maps) {
+    static const std::pair<const char*, uint32_t> hooks[] = {
+        {"_Unwind_RaiseException", abi::kSiteUnwind}, {"_Unwind_Resume", abi::kSiteUnwind},
+        {"_Unwind_ForcedUnwind", abi::kSiteUnwind},   {"_Unwind_Resume_or_Rethrow", abi::kSiteUnwind},
+        {"__cxa_begin_catch", abi::kSiteCatch},
+    };
+    for (const auto& m : maps) {
+        if (m.inode == 0 || !m.exec) continue;
+        if (!t.unwinder_scanned.insert({m.device, m.inode}).second) continue;
+        std::string base = m.path.substr(m.path.rfind('/') + 1);
+        bool exe = m.device == t.exe_device && m.inode == t.exe_inode;
+        if (!(exe || base.rfind("libgcc_s", 0) == 0 || base.rfind("libstdc++", 0) == 0)) continue;
+        std::string path = proc::host_path(t.pid, m.path);
+        auto binary = resolver_.binary(path);
+        if (!binary) continue;
+        for (const auto& [name, flags] : hooks) {
+            for (const auto* symbol : (*binary)->find_functions(name)) {
+                if (symbol->name != name) continue;
+                auto address = runtime_address(**binary, maps, path, symbol->vaddr, m.device, m.inode);
+                if (!address || t.first_site_at.count(*address)) continue;
+                if (auto inserted = insert_internal_site(t, tid, *address, flags); !inserted)
+                    note("return probes: exceptions through probed functions may fail: " + inserted.error().message());
+            }
+        }
+    }
+}
+
+// Detach with frames live: every hijacked return address goes back on the
+// stack it came from (threads stopped). The shadow stacks stay as they are:
+// a thread stopped inside the return trampoline still needs its frame.
+void InlineEngine::restore_return_addresses(Target& t) {
+    if (!t.return_trampoline || !t.shadow_registry) return;
+    std::vector<uint64_t> stacks(abi::kShadowStacks);
+    if (!proc::read_memory(t.pid, t.shadow_registry, stacks.data(), stacks.size() * sizeof(uint64_t))) return;
+    for (uint64_t stack : stacks) {
+        if (!stack) continue;
+        uint32_t header[2] = {0, 0};  // owner_tid, depth
+        if (!proc::read_memory(t.pid, stack, header, sizeof header)) continue;
+        const uint32_t depth = std::min(header[1], abi::kShadowDepth);
+        std::vector<abi::ShadowFrame> frames(depth);
+        if (depth == 0 ||
+            !proc::read_memory(t.pid, stack + offsetof(abi::ShadowStack, frames), frames.data(),
+                               depth * sizeof(abi::ShadowFrame)))
+            continue;
+        for (uint32_t i = 0; i < depth; ++i) {
+            if (i > 0 && frames[i - 1].slot == frames[i].slot) continue;  // not the bottom of its chain
+            uint64_t current = 0;
+            if (proc::read_memory(t.pid, frames[i].slot, &current, sizeof current) && current == t.return_trampoline)
+                (void)proc::write_memory(t.pid, frames[i].slot, &frames[i].original, sizeof frames[i].original);
+        }
+    }
 }
 
 // The agent waits at the rendezvous: stop everything, place the probes of
@@ -875,6 +965,17 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                 needs_fpregs |= leaf->needs_fpregs;
                 info.programs.push_back(*leaf);
             }
+            // A return probe hooks the return at the entry; counting needs
+            // only the entries.
+            const bool hooks_return = spec.location.is_return && !request_.count_only;
+            if (hooks_return) {
+                size_t at_entry = std::count_if(info.programs.begin(), info.programs.end(),
+                                                [](const probe::FetchProgram& p) { return p.at_entry; });
+                if (at_entry > abi::kMaxEntryValues)
+                    return Error("probe " + spec.name + ": at most " + std::to_string(abi::kMaxEntryValues) +
+                                 " @entry values with the inline engine");
+                UPROBE_CHECK(setup_returns(t, tid));
+            }
             if (h->site_count >= h->site_capacity || h->program_count + info.programs.size() > h->program_capacity)
                 return Error("too many probe sites for the inline engine");
             const uint32_t index = h->site_count;
@@ -882,6 +983,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             std::memset(&slot, 0, sizeof slot);
             slot.probe_id = info.probe_id;
             slot.flags = request_.count_only ? uint32_t{abi::kSiteCountOnly} : 0u;
+            if (hooks_return) slot.flags |= abi::kSiteReturnEntry;
             slot.address = address;
             slot.first_program = h->program_count;
             slot.arg_count = static_cast<uint32_t>(info.programs.size());
@@ -987,6 +1089,14 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
 
 // ---------------------------------------------------------------- events
 
+// A tsc interval in ns, at least 1 for a non-empty one.
+uint64_t InlineEngine::tsc_delta_ns(uint64_t delta) {
+    uint64_t now_tsc = rdtsc(), now_ns = monotonic_ns();
+    if (delta == 0 || now_tsc <= tsc0_ || now_ns <= ns0_) return 0;
+    unsigned __int128 scaled = static_cast<unsigned __int128>(delta) * (now_ns - ns0_);
+    return std::max<uint64_t>(1, static_cast<uint64_t>(scaled / (now_tsc - tsc0_)));
+}
+
 uint64_t InlineEngine::tsc_to_ns(uint64_t tsc) {
     uint64_t now_tsc = rdtsc(), now_ns = monotonic_ns();
     if (now_tsc <= tsc0_ || now_ns <= ns0_) return now_ns;
@@ -1028,7 +1138,8 @@ void InlineEngine::drain(Target& t) {
         while (tail < head) {
             const auto* rec = reinterpret_cast<const abi::RecordHeader*>(data + tail % h->ring_size);
             if (rec->size < 8 || rec->size > h->ring_size) break;  // corrupt: stop reading this ring
-            if (rec->kind == abi::kRecordHit && rec->site < t.sites.size() &&
+            const bool is_return = rec->kind == abi::kRecordReturn;
+            if ((rec->kind == abi::kRecordHit || is_return) && rec->site < t.sites.size() &&
                 t.sites[rec->site].probe_id < request_.probes.size()) {
                 const SiteInfo& site = t.sites[rec->site];
                 const ProbeSpec& spec = request_.probes[site.probe_id];
@@ -1043,7 +1154,7 @@ void InlineEngine::drain(Target& t) {
                 if (comm.empty()) comm = proc::read_comm(event.pid, event.tid);
                 event.comm = comm;
                 event.addr = site.address;
-                event.is_return = false;
+                event.is_return = is_return;
                 event.args.clear();
                 const uint8_t* at = reinterpret_cast<const uint8_t*>(rec) + sizeof(abi::RecordHeader);
                 const uint8_t* end = reinterpret_cast<const uint8_t*>(rec) + rec->size;
@@ -1053,6 +1164,13 @@ void InlineEngine::drain(Target& t) {
                 context.tid = event.tid;
                 context.comm = event.comm;
                 context.string_max = request_.string_max;
+                event.duration_ns = 0;
+                if (is_return && at + sizeof(uint64_t) <= end) {
+                    uint64_t entry_tsc = *reinterpret_cast<const uint64_t*>(at);
+                    at += sizeof(uint64_t);
+                    event.duration_ns = tsc_delta_ns(rec->tsc > entry_tsc ? rec->tsc - entry_tsc : 0);
+                    context.duration_ns = event.duration_ns;
+                }
                 // The agent ran each leaf program in the program and recorded
                 // its result; here they are formatted, in the same order.
                 auto recorded = [&](const probe::FetchProgram& program, const probe::FetchContext& leaf_context) -> Value {
@@ -1075,8 +1193,9 @@ void InlineEngine::drain(Target& t) {
                     }
                     case abi::kArgNeedsTracer:
                         if (program.format == probe::FetchFormat::Comm || program.format == probe::FetchFormat::Pid ||
-                            program.format == probe::FetchFormat::Tid)
+                            program.format == probe::FetchFormat::Tid || program.format == probe::FetchFormat::Duration)
                             return probe::evaluate(program, regs, none, leaf_context);
+                        if (program.at_entry) return Value::make_error("entry value not kept (a string, or over 4)");
                         return Value::make_error("floating-point registers unavailable");
                     default: return probe::evaluate(constant, regs, none, leaf_context);
                     }
@@ -1182,6 +1301,10 @@ void InlineEngine::follow_exec(Target& t) {
     t.objects.clear();
     t.comms.clear();
     t.scratch = 0;
+    t.return_trampoline = 0;
+    t.shadow_registry = 0;
+    t.unwinder_scanned.clear();
+    h->return_trampoline = 0;
     __atomic_store_n(&h->site_count, 0, __ATOMIC_RELEASE);
     h->program_count = 0;
     h->int3_count = 0;
@@ -1239,6 +1362,7 @@ void InlineEngine::finish_target(Target& t) {
         auto tids = stop_all(t);
         if (tids) {
             remove_probes(t);
+            restore_return_addresses(t);
             release_all(t, *tids);
         }
     }
