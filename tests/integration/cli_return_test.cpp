@@ -80,6 +80,32 @@ TEST_P(CliReturn, LatencyAsJson) {
     EXPECT_LE(j["p99_ns"].get<uint64_t>(), j["max_ns"].get<uint64_t>());
 }
 
+// half(x) = x / 2 returns a double: with DWARF, a bare $retval shows it
+// (xmm0); a copy without debug info (strip --strip-debug, the symbols stay)
+// has nothing to say it is not an integer, so rax it is, as before.
+TEST_P(CliReturn, FloatReturnTypeFromDwarf) {
+    const std::string bin = target_path("ret_funcs");
+    auto r = run(trace({"--return-mode", GetParam(), "h=half%return v=$retval", "--", bin, "float", "3"}));
+    ASSERT_EQ(r.status, 0) << r.describe();
+    auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 4u) << r.out;
+    EXPECT_EQ(lines[3], run({bin, "float", "3"}).out.substr(0, lines[3].size()));
+    const char* expected[] = {" v=0.25", " v=0.75", " v=1.25"};  // (i + 0.5) / 2
+    for (size_t i = 0; i < 3; ++i) {
+        const std::string& line = lines[i];
+        ASSERT_GE(line.size(), std::string(expected[i]).size()) << line;
+        EXPECT_EQ(line.substr(line.size() - std::string(expected[i]).size()), expected[i]) << line;
+    }
+
+    TempDir dir;
+    const std::string stripped = dir.path("ret_funcs_stripped");
+    auto strip = run({"strip", "--strip-debug", "-o", stripped, bin});
+    ASSERT_EQ(strip.status, 0) << strip.describe();
+    auto raw = run(trace({"--return-mode", GetParam(), "h=half%return v=$retval", "--", stripped, "float", "1"}));
+    ASSERT_EQ(raw.status, 0) << raw.describe();
+    EXPECT_TRUE(std::regex_search(raw.out, std::regex(R"( h: \(0x[0-9a-f]+\) v=\d+\n)"))) << raw.out;
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, CliReturn, ::testing::Values("trampoline", "insn"));
 
 TEST(CliReturnErrors, LatencyNeedsFunctions) {

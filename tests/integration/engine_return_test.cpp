@@ -137,6 +137,40 @@ TEST_P(Returns, FloatReturnValuesComeFromXmm0) {
     }
 }
 
+// Without a :TYPE, $retval of a function whose DWARF return type is double
+// or float is read from xmm0 (ret_funcs is built with -g); integer
+// functions keep rax, and an explicit :TYPE wins over DWARF.
+TEST_P(Returns, FloatReturnTypeComesFromDwarf) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "float", "20"};
+    auto r = launch_returns({"half=half%return v=$retval", "third=third%return v=$retval",
+                             "raw=half%return v=$retval:x64"},
+                            argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    auto halves = of_probe(r, "half");
+    auto thirds = of_probe(r, "third");
+    auto raws = of_probe(r, "raw");
+    ASSERT_EQ(halves.size(), 20u);
+    ASSERT_EQ(thirds.size(), 20u);
+    ASSERT_EQ(raws.size(), 20u);
+    for (size_t i = 0; i < 20; ++i) {
+        const Value& h = halves[i]->args.at(0).value;
+        const Value& t = thirds[i]->args.at(0).value;
+        EXPECT_EQ(h.kind, Value::Kind::Float);
+        EXPECT_EQ(h.f, (static_cast<double>(i) + 0.5) / 2);
+        EXPECT_EQ(t.kind, Value::Kind::Float);
+        EXPECT_EQ(t.f, static_cast<double>(static_cast<float>(i) / 3.0f));
+        EXPECT_NE(raws[i]->args.at(0).value.kind, Value::Kind::Float);
+    }
+    auto ints = launch_returns({"sq=square%return v=$retval"}, {target("ret_funcs"), "basic", "5"}, options());
+    ASSERT_EQ(ints.error, "");
+    ASSERT_EQ(ints.events.size(), 5u);
+    for (uint64_t i = 0; i < 5; ++i) {
+        EXPECT_NE(ints.events[i].args.at(0).value.kind, Value::Kind::Float);
+        EXPECT_EQ(ints.events[i].args[0].value.u, i * i);
+    }
+}
+
 TEST_P(Returns, NestedProbedFunctionsReturnInnermostFirst) {
     const std::vector<std::string> argv = {target("ret_funcs"), "nested", "30"};
     auto r = launch_returns(

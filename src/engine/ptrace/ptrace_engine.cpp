@@ -616,8 +616,11 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
         sp.probe_id = static_cast<uint32_t>(probe_index);
         // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
         probe::DwarfSource dwarf;
+        // A bare $retval takes its type from DWARF when there is some.
         for (const auto& arg : spec.args)
-            if (probe::is_dwarf_arg(arg) && !dwarf.debug_info && dwarf.missing.empty()) dwarf = probe::dwarf_source(resolver_, path);
+            if ((probe::is_dwarf_arg(arg) || (spec.location.is_return && probe::wants_return_type(arg))) &&
+                !dwarf.debug_info && dwarf.missing.empty())
+                dwarf = probe::dwarf_source(resolver_, path);
         for (const auto& arg : spec.args) {
             UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
             sp.needs_fpregs |= program.needs_fpregs();
