@@ -357,19 +357,79 @@ TEST(ReturnsDetach, DetachDuringDeepRecursionRestoresEveryFrame) {
     EXPECT_TRUE(collector.events.size() == 1u && collector.events[0].probe == "bottom");
 }
 
+// A jump through a function pointer (via_pointer's `jmp *%rax`) cannot be
+// proven to stay or leave: refused with the instruction and a way out.
 TEST(ReturnsInstructions, IndirectJumpIsRefusedWithAReason) {
-    auto r = launch_returns({"switcher=switcher%return v=$retval"}, {target("ret_tail"), "3"},
+    std::string dump = shell("objdump -d --no-show-raw-insn " + target("ret_tail"));
+    auto at = dump.find("<via_pointer>:");
+    ASSERT_NE(at, std::string::npos);
+    ASSERT_NE(dump.substr(at, dump.find("\n\n", at) - at).find("jmp    *"), std::string::npos)
+        << dump.substr(at, 300);
+    auto r = launch_returns({"via=via_pointer%return v=$retval"}, {target("ret_tail"), "3"},
                             Options{ReturnMode::Instructions, false, {}});
-    EXPECT_NE(r.error.find("indirect jump at switcher+"), std::string::npos) << r.error;
+    EXPECT_NE(r.error.find("indirect jump at via_pointer+"), std::string::npos) << r.error;
+    EXPECT_NE(r.error.find("no bounds check"), std::string::npos) << r.error;
     EXPECT_NE(r.error.find("--return-mode=trampoline"), std::string::npos) << r.error;
-    // The trampoline handles it.
-    auto t = launch_returns({"switcher=switcher%return v=$retval:s64"}, {target("ret_tail"), "3"},
+    // The trampoline handles it: via_pointer(x) = pointed(x + 2) = 5 * (x + 2).
+    auto t = launch_returns({"via=via_pointer%return v=$retval:s64"}, {target("ret_tail"), "3"},
                             Options{ReturnMode::Trampoline, false, {}});
     ASSERT_EQ(t.error, "");
-    ASSERT_EQ(t.events.size(), 2u);
-    EXPECT_EQ(t.events[0].args.at(0).value.i, 3 << 4);  // switcher(3)
-    EXPECT_EQ(t.events[1].args.at(0).value.i, 2 ^ 5);   // switcher(argc == 2)
+    ASSERT_EQ(t.events.size(), 1u);
+    EXPECT_EQ(t.events[0].args.at(0).value.i, 5 * (2 + 2));  // via_pointer(argc == 2)
 }
+
+// Switches compiled to jump tables (ret_switch.c, -O2): instruction mode
+// reads the table from the file, proves every entry stays inside the
+// function and needs no probe on the jump. Both table forms: relative
+// (PIE) and absolute (-no-pie). Every return, in both modes, with the value
+// known by construction.
+class JumpTables : public testing::TestWithParam<std::tuple<ReturnMode, const char*>> {};
+
+TEST_P(JumpTables, EveryCaseReturnsItsValue) {
+    auto [mode, binary] = GetParam();
+    const std::string bin = target(binary);
+    std::string dump = shell("objdump -d --no-show-raw-insn " + bin);
+    for (const char* function : {"<pick>:", "<pick32>:"}) {
+        auto at = dump.find(function);
+        ASSERT_NE(at, std::string::npos) << function;
+        std::string body = dump.substr(at, dump.find("\n\n", at) - at);
+        EXPECT_NE(body.find("jmp    *"), std::string::npos) << "no jump table in " << function << ":\n"
+                                                            << body;
+    }
+    const long n = 40;
+    const std::vector<std::string> argv = {bin, std::to_string(n)};
+    auto r = launch_returns(
+        {"pick=pick%return v=$retval:s64 x=@entry($arg1)", "pick32=pick32%return v=$retval:s32"}, argv,
+        Options{mode, false, {}});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced(argv));
+    const int64_t picks[] = {1, 18, 7, 48, -36, 25, 106, 77, -1, -1};
+    ASSERT_EQ(r.events.size(), static_cast<size_t>(2 * n));
+    for (long i = 0; i < n; ++i) {
+        const Event& p = r.events[static_cast<size_t>(2 * i)];
+        const Event& p32 = r.events[static_cast<size_t>(2 * i + 1)];
+        EXPECT_EQ(p.probe, "pick");
+        EXPECT_EQ(p.args.at(0).value.i, picks[i % 10]) << "pick(" << i % 10 << ")";
+        EXPECT_EQ(p.args.at(1).value.u, static_cast<uint64_t>(i % 10));
+        EXPECT_EQ(p32.probe, "pick32");
+        EXPECT_EQ(p32.args.at(0).value.i, i % 9 <= 6 ? 10 + i % 9 : -2) << "pick32(" << i % 9 << ")";
+    }
+    EXPECT_EQ(r.stats.at(0).hits, static_cast<uint64_t>(n));
+    EXPECT_EQ(r.stats.at(1).hits, static_cast<uint64_t>(n));
+}
+
+INSTANTIATE_TEST_SUITE_P(BothModes, JumpTables,
+                         testing::Combine(testing::Values(ReturnMode::Trampoline, ReturnMode::Instructions),
+                                          testing::Values("ret_switch", "ret_switch_nopie")),
+                         [](const testing::TestParamInfo<JumpTables::ParamType>& param_info) {
+                             return std::string(std::get<0>(param_info.param) == ReturnMode::Trampoline
+                                                    ? "Trampoline"
+                                                    : "Instructions") +
+                                    "_" +
+                                    (std::string(std::get<1>(param_info.param)) == "ret_switch" ? "Pie"
+                                                                                                : "NoPie");
+                         });
 
 // Go checks return addresses while it scans and moves stacks: auto mode
 // must pick instruction analysis there, and report Go's register-ABI

@@ -1560,7 +1560,12 @@ Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, co
                 parts.push_back({cold->vaddr, *cold_bytes});
         }
     }
-    UPROBE_TRY(FunctionExits exits, find_function_exits(parts, site.function));
+    // Jump tables are read from the file; a PIE's absolute tables are
+    // relocated at load time, so only its relative ones can be read there.
+    ObjectData data;
+    data.read = [&binary](uint64_t vaddr, size_t size) { return binary.code(vaddr, size); };
+    data.relocated = binary.is_pie_or_shared();
+    UPROBE_TRY(FunctionExits exits, find_function_exits(parts, site.function, &data));
     auto place = [&](uint64_t vaddr, ExitRole role, const ReturnSite* of) -> Result<void> {
         std::optional<std::span<const uint8_t>> code;
         for (size_t length : {arch::kMaxInstructionLength + 1, size_t{8}, size_t{5}, size_t{1}}) {
@@ -1592,9 +1597,10 @@ Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, co
         if (callee && callee->vaddr == jump.target && callee->size) {
             auto callee_bytes = binary.code(callee->vaddr, callee->size);
             auto callee_exits = callee_bytes ? find_function_exits({CodeRange{callee->vaddr, *callee_bytes}},
-                                                                   callee->demangled)
+                                                                   callee->demangled, &data)
                                              : Result<FunctionExits>(callee_bytes.error());
-            if (callee_exits && callee_exits->tail_jumps.empty()) {
+            if (callee_exits && callee_exits->tail_jumps.empty() &&
+                callee_exits->indirect_tail_jumps.empty()) {
                 for (uint64_t ret : callee_exits->returns)
                     UPROBE_CHECK(place(ret, ExitRole::Return, nullptr));
                 followed = true;
@@ -1606,6 +1612,10 @@ Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, co
         UPROBE_CHECK(place(jump.address, followed ? ExitRole::FollowedTailJump : ExitRole::TailJump,
                            owner->needs_entry ? nullptr : owner));
     }
+    // A jump table whose every entry leaves: a tail call to one of several
+    // functions, reported at the jump.
+    for (uint64_t jump : exits.indirect_tail_jumps)
+        UPROBE_CHECK(place(jump, ExitRole::TailJump, owner->needs_entry ? nullptr : owner));
     return {};
 }
 
