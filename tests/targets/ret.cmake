@@ -28,3 +28,7 @@ endif()
 uprobe_target(ret_switch SOURCES ret_switch.c OPTIONS -O2)
 uprobe_target(ret_switch_nopie SOURCES ret_switch.c OPTIONS -O2 -fno-pie)
 target_link_options(ret_switch_nopie PRIVATE -no-pie)
+# Marked for hardware shadow stacks (ld -z shstk): auto return mode avoids
+# trampolines in it where the kernel supports user shadow stacks.
+uprobe_target(ret_shstk SOURCES ret_tail.c OPTIONS -O2 -fcf-protection=full)
+target_link_options(ret_shstk PRIVATE -Wl,-z,shstk)

@@ -132,6 +132,9 @@ struct Thread {
     bool group_stop = false; // in a group-stop: resumed with PTRACE_LISTEN
     int pending_signal = 0;  // held back while we hold threads stopped
     std::string comm;
+    // Hardware shadow stacks (proc::thread_has_shadow_stack), read at the
+    // thread's first trampoline entry: unknown until then.
+    std::optional<bool> shadow_stack = std::nullopt;
 };
 
 struct PendingChild {
@@ -208,7 +211,8 @@ private:
                      bool value_known);
     void restore_return_addresses(pid_t pid);
     void note_lost_frames();
-    bool by_instructions(const elf::Binary& binary);
+    Result<bool> by_instructions(const elf::Binary& binary, pid_t pid, pid_t tid);
+    bool shadow_stack_at_entry(Thread& thread, const Process& process);
     TrampolineStacks trampolines_;
     std::vector<std::unique_ptr<ReturnSite>> return_sites_;
     LostFrames lost_frames_;
@@ -1092,6 +1096,7 @@ void PtraceEngine::handle_exec(Thread& thread) {
         if (tid != thread.tid) threads_.erase(tid);
     process->threads = {thread.tid};
     thread.comm.clear();
+    thread.shadow_stack.reset();  // the new program enables its own
     bool keep = !process->silent && (process->root || request_.follow_children);
     if (!keep) {
         unpin(thread.tid);
@@ -1471,16 +1476,23 @@ void PtraceEngine::detach_process(pid_t pid, pid_t hitter, uint64_t address, boo
 
 // Go's runtime checks return addresses while it moves and scans stacks
 // ("unexpected return pc"), so a trampoline would crash it: Go objects get
-// instruction-mode return probes under --return-mode=auto.
-bool PtraceEngine::by_instructions(const elf::Binary& binary) {
-    switch (request_.return_mode) {
-        case ReturnMode::Trampoline:
-            return false;
-        case ReturnMode::Instructions:
-            return true;
-        case ReturnMode::Auto:
-            break;
+// instruction-mode return probes under --return-mode=auto. So do threads
+// with hardware shadow stacks, whose ret compares the return address with
+// the shadow copy and faults (#CP) on the trampoline's; an explicit
+// trampoline mode is refused there. A launched program is stopped before
+// its loader turns them on, so auto also avoids trampolines in objects
+// marked for shadow stacks on a kernel that supports them.
+Result<bool> PtraceEngine::by_instructions(const elf::Binary& binary, pid_t pid, pid_t tid) {
+    if (request_.return_mode == ReturnMode::Instructions) return true;
+    if (proc::thread_has_shadow_stack(pid, tid)) {
+        if (request_.return_mode == ReturnMode::Trampoline)
+            return Error("thread " + std::to_string(tid) +
+                         " has hardware shadow stacks (shstk in /proc/PID/status): a return trampoline would "
+                         "crash it; use --return-mode=insn");
+        return true;
     }
+    if (request_.return_mode == ReturnMode::Trampoline) return false;
+    if (proc::kernel_has_user_shadow_stacks() && binary.marks_shadow_stack()) return true;
     if (Elf* elf = binary.elf()) {
         size_t strings = 0;
         if (elf_getshdrstrndx(elf, &strings) == 0) {
@@ -1505,7 +1517,7 @@ Result<void> PtraceEngine::insert_return_probe(Process& process, pid_t tid, cons
     auto rs = std::make_unique<ReturnSite>();
     rs->probe_id = compiled.probe_id;
     rs->function = address;
-    rs->by_instructions = by_instructions(binary);
+    UPROBE_TRY(rs->by_instructions, by_instructions(binary, process.pid, tid));
     for (size_t i = 0; i < compiled.programs.size(); ++i) {
         const probe::ArgProgram& program = compiled.programs[i];
         bool at_entry = !program.is_dwarf && program.plain.at_entry;
@@ -1666,6 +1678,16 @@ void PtraceEngine::insert_unwinder_hooks(Process& process, pid_t tid) {
     }
 }
 
+bool PtraceEngine::shadow_stack_at_entry(Thread& thread, const Process& process) {
+    if (!thread.shadow_stack) thread.shadow_stack = proc::thread_has_shadow_stack(process.pid, thread.tid);
+    if (*thread.shadow_stack &&
+        return_notes_.insert("shadow stack " + std::to_string(thread.tid)).second)
+        note("return probes: thread " + std::to_string(thread.tid) +
+             " turned on hardware shadow stacks after the trampolines were placed; its returns are not "
+             "reported (use --return-mode=insn)");
+    return *thread.shadow_stack;
+}
+
 void PtraceEngine::on_return_probe_hit(Thread& thread, Process& process, const Breakpoint& bp,
                                        const user_regs_struct& regs) {
     AddressSpace& space = *process.space;
@@ -1704,6 +1726,10 @@ void PtraceEngine::on_return_probe_hit(Thread& thread, Process& process, const B
         }
         if (bp.returns.front()->by_instructions) {
             space.exit_frames.enter(std::move(frame), bp.address);
+        } else if (trampoline && shadow_stack_at_entry(thread, process)) {
+            // Placed before the thread turned shadow stacks on (a launch
+            // stops before the loader enables them): never hijack its
+            // returns, which would fault.
         } else if (trampoline) {
             auto entered = trampolines_.enter(process.pid, thread.tid, regs.rsp, trampoline, std::move(frame),
                                               lost_frames_);
