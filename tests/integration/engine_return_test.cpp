@@ -389,7 +389,7 @@ TEST_P(JumpTables, EveryCaseReturnsItsValue) {
     auto [mode, binary] = GetParam();
     const std::string bin = target(binary);
     std::string dump = shell("objdump -d --no-show-raw-insn " + bin);
-    for (const char* function : {"<pick>:", "<pick32>:"}) {
+    for (const char* function : {"<pick>:", "<pick32>:", "<pick8>:"}) {
         auto at = dump.find(function);
         ASSERT_NE(at, std::string::npos) << function;
         std::string body = dump.substr(at, dump.find("\n\n", at) - at);
@@ -398,17 +398,21 @@ TEST_P(JumpTables, EveryCaseReturnsItsValue) {
     }
     const long n = 40;
     const std::vector<std::string> argv = {bin, std::to_string(n)};
-    auto r = launch_returns(
-        {"pick=pick%return v=$retval:s64 x=@entry($arg1)", "pick32=pick32%return v=$retval:s32"}, argv,
-        Options{mode, false, {}});
+    auto r = launch_returns({"pick=pick%return v=$retval:s64 x=@entry($arg1)",
+                             "pick32=pick32%return v=$retval:s32", "pick8=pick8%return v=$retval:s32"},
+                            argv, Options{mode, false, {}});
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.status, 0);
     EXPECT_EQ(r.output, run_untraced(argv));
     const int64_t picks[] = {1, 18, 7, 48, -36, 25, 106, 77, -1, -1};
-    ASSERT_EQ(r.events.size(), static_cast<size_t>(2 * n));
+    ASSERT_EQ(r.events.size(), static_cast<size_t>(3 * n));
     for (long i = 0; i < n; ++i) {
-        const Event& p = r.events[static_cast<size_t>(2 * i)];
-        const Event& p32 = r.events[static_cast<size_t>(2 * i + 1)];
+        const Event& p = r.events[static_cast<size_t>(3 * i)];
+        const Event& p32 = r.events[static_cast<size_t>(3 * i + 1)];
+        const Event& p8 = r.events[static_cast<size_t>(3 * i + 2)];
+        // pick8('a' - 1 + i % 8): 'a'..'f' give 100..600, the rest 0.
+        EXPECT_EQ(p8.probe, "pick8");
+        EXPECT_EQ(p8.args.at(0).value.i, i % 8 >= 1 && i % 8 <= 6 ? 100 * (i % 8) : 0) << "pick8 #" << i;
         EXPECT_EQ(p.probe, "pick");
         EXPECT_EQ(p.args.at(0).value.i, picks[i % 10]) << "pick(" << i % 10 << ")";
         EXPECT_EQ(p.args.at(1).value.u, static_cast<uint64_t>(i % 10));
@@ -417,6 +421,7 @@ TEST_P(JumpTables, EveryCaseReturnsItsValue) {
     }
     EXPECT_EQ(r.stats.at(0).hits, static_cast<uint64_t>(n));
     EXPECT_EQ(r.stats.at(1).hits, static_cast<uint64_t>(n));
+    EXPECT_EQ(r.stats.at(2).hits, static_cast<uint64_t>(n));
 }
 
 INSTANTIATE_TEST_SUITE_P(BothModes, JumpTables,

@@ -36,12 +36,26 @@ __attribute__((noipa)) int pick32(unsigned x) {
     }
 }
 
+// A byte index: compared as a byte, zero-extended for the table.
+__attribute__((noipa)) int pick8(unsigned char c) {
+    switch (c) {
+    case 'a': sink = 1; return 100;
+    case 'b': sink = 2; return 200;
+    case 'c': sink = 3; return 300;
+    case 'd': sink = 4; return 400;
+    case 'e': sink = 5; return 500;
+    case 'f': sink = 6; return 600;
+    default: return 0;
+    }
+}
+
 int main(int argc, char** argv) {
     long n = argc > 1 ? atol(argv[1]) : 10;
     long sum = 0;
     for (long i = 0; i < n; ++i) {
         sum += pick(i % 10);
         sum += pick32((unsigned)(i % 9));
+        sum += pick8((unsigned char)('a' - 1 + i % 8));
     }
     printf("switch %ld\n", sum);
     return 0;

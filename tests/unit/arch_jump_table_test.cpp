@@ -150,6 +150,57 @@ TEST(JumpTable, NoBoundsCheckIsRefused) {
     expect_refused(table_of(through_got, 0x1006), "does not prove it");
 }
 
+TEST(JumpTable, ByteIndexZeroExtended) {
+    // gcc for a switch on an unsigned char.
+    std::vector<uint8_t> code = {
+        0x40, 0x80, 0xff, 0x06,                    // 1000: cmp dil, 6
+        0x77, 0x3e,                                // 1004: ja
+        0x48, 0x8d, 0x15, 0x00, 0x10, 0x00, 0x00,  // 1006: lea rdx, [rip + 0x1000]  (0x200d)
+        0x40, 0x0f, 0xb6, 0xff,                    // 100d: movzx edi, dil
+        0x48, 0x63, 0x04, 0xba,                    // 1011: movsxd rax, dword [rdx + rdi*4]
+        0x48, 0x01, 0xd0,                          // 1015: add rax, rdx
+        0xff, 0xe0,                                // 1018: jmp rax
+    };
+    auto table = table_of(code, 0x1018);
+    ASSERT_TRUE(table.ok()) << table.error().message();
+    EXPECT_EQ(table->table, 0x200du);
+    EXPECT_EQ(table->entries, 7u);
+    // An unsigned byte bound above 127 (the immediate is encoded as -56).
+    std::vector<uint8_t> wide = {
+        0x40, 0x80, 0xff, 0xc8,                    // 1000: cmp dil, 200
+        0x77, 0x3e,                                // 1004: ja
+        0x40, 0x0f, 0xb6, 0xc7,                    // 1006: movzx eax, dil
+        0xff, 0x24, 0xc5, 0x00, 0x30, 0x00, 0x00,  // 100a: jmp qword [rax*8 + 0x3000]
+    };
+    table = table_of(wide, 0x100a);
+    ASSERT_TRUE(table.ok()) << table.error().message();
+    EXPECT_EQ(table->entries, 201u);
+    // ah is bits 8..15 of rax: not an index this analysis knows.
+    std::vector<uint8_t> high = {
+        0x80, 0xfc, 0x06,                          // 1000: cmp ah, 6
+        0x77, 0x3e,                                // 1003: ja
+        0x0f, 0xb6, 0xc4,                          // 1005: movzx eax, ah
+        0xff, 0x24, 0xc5, 0x00, 0x30, 0x00, 0x00,  // 1008: jmp qword [rax*8 + 0x3000]
+    };
+    expect_refused(table_of(high, 0x1008), "high byte");
+}
+
+TEST(JumpTable, ThirtyTwoBitIndexWrittenJustBeforeTheCompare) {
+    // clang: the 32-bit write before the compare zero-extends the index.
+    std::vector<uint8_t> code = {
+        0x8d, 0x47, 0xff,                          // 1000: lea eax, [rdi - 1]
+        0x83, 0xf8, 0x06,                          // 1003: cmp eax, 6
+        0x77, 0x3e,                                // 1006: ja
+        0xff, 0x24, 0xc5, 0x00, 0x30, 0x00, 0x00,  // 1008: jmp qword [rax*8 + 0x3000]
+    };
+    auto table = table_of(code, 0x1008);
+    ASSERT_TRUE(table.ok()) << table.error().message();
+    EXPECT_EQ(table->form, JumpTable::Form::Absolute);
+    EXPECT_EQ(table->entries, 7u);
+    // Another way into the compare: rax's upper half is unknown there.
+    expect_refused(table_of(code, 0x1008, {0x1003}), "does not prove it");
+}
+
 TEST(JumpTable, TargetsOfBothForms) {
     JumpTable relative{JumpTable::Form::Relative, 0x2000, 3};
     std::vector<uint8_t> offsets = {0x10, 0, 0, 0, 0xf0, 0xff, 0xff, 0xff, 0, 0, 0, 0};  // +16, -16, 0

@@ -25,15 +25,15 @@ struct Located {
 // What the analysis knows about one general register (by its 64-bit name).
 struct Known {
     enum class Kind : uint8_t {
-        Bounded,       // value <= bound
-        BoundedLow32,  // low 32 bits <= bound; the upper half is unknown
-        Address,       // value == address (lea reg, [rip + X])
-        Entry,         // sign-extended dword of the table at `address`, index <= bound
-        Target,        // Entry + the table's address: where a relative table jumps
+        Bounded,  // the low `width` bits, unsigned, are <= bound (the rest unknown)
+        Address,  // value == address (lea reg, [rip + X])
+        Entry,    // sign-extended dword of the table at `address`, index <= bound
+        Target,   // Entry + the table's address: where a relative table jumps
     };
     Kind kind = Kind::Bounded;
     uint64_t bound = 0;
     uint64_t address = 0;
+    unsigned width = 64;
 };
 
 using Registers = std::map<ZydisRegister, Known>;
@@ -47,6 +47,24 @@ bool is_gpr64(ZydisRegister reg) {
 bool is_gpr32(ZydisRegister reg) {
     return ZydisRegisterGetClass(reg) == ZYDIS_REGCLASS_GPR32;
 }
+// A general register that holds the low bits of its 64-bit register (not
+// ah..dh, which are bits 8..15).
+bool is_low_gpr(ZydisRegister reg) {
+    switch (ZydisRegisterGetClass(reg)) {
+        case ZYDIS_REGCLASS_GPR64:
+        case ZYDIS_REGCLASS_GPR32:
+        case ZYDIS_REGCLASS_GPR16:
+            return true;
+        case ZYDIS_REGCLASS_GPR8:
+            return reg != ZYDIS_REGISTER_AH && reg != ZYDIS_REGISTER_BH && reg != ZYDIS_REGISTER_CH &&
+                   reg != ZYDIS_REGISTER_DH;
+        default:
+            return false;
+    }
+}
+unsigned width_of(ZydisRegister reg) {
+    return ZydisRegisterGetWidth(kMode, reg);
+}
 
 std::optional<Known> known(const Registers& regs, ZydisRegister reg) {
     auto it = regs.find(family(reg));
@@ -54,12 +72,21 @@ std::optional<Known> known(const Registers& regs, ZydisRegister reg) {
     return it->second;
 }
 
+// The bound of the value read from `reg` (any width), when one is proven:
+// its bits are all bounded bits, and the bound fits in them.
+std::optional<uint64_t> bound_of(const Registers& regs, ZydisRegister reg) {
+    if (!is_low_gpr(reg)) return std::nullopt;
+    auto k = known(regs, reg);
+    unsigned width = width_of(reg);
+    if (!k || k->kind != Known::Kind::Bounded || k->width < width) return std::nullopt;
+    if (width < 64 && k->bound >= (uint64_t{1} << width)) return std::nullopt;
+    return k->bound;
+}
+
 // The index of a memory operand as a proven bound, or nullopt.
 std::optional<uint64_t> bounded_index(const Registers& regs, const ZydisDecodedOperandMem& mem) {
     if (mem.index == ZYDIS_REGISTER_NONE || !is_gpr64(mem.index)) return std::nullopt;
-    auto k = known(regs, mem.index);
-    if (!k || k->kind != Known::Kind::Bounded) return std::nullopt;
-    return k->bound;
+    return bound_of(regs, mem.index);
 }
 
 bool plain_segment(const ZydisDecodedOperandMem& mem) {
@@ -90,25 +117,25 @@ void step(const Located& at, Registers& regs) {
     ZydisRegister written = ZYDIS_REGISTER_NONE;
     bool two_registers = insn.operand_count_visible >= 2 && op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
                          op[1].type == ZYDIS_OPERAND_TYPE_REGISTER;
+    auto whole = [](uint64_t bound) { return Known{Known::Kind::Bounded, bound, 0, 64}; };
     if (insn.mnemonic == ZYDIS_MNEMONIC_MOV && two_registers) {
         written = op[0].reg.value;
-        auto from = known(regs, op[1].reg.value);
         if (is_gpr64(op[0].reg.value) && is_gpr64(op[1].reg.value)) {
-            result = from;
-        } else if (is_gpr32(op[0].reg.value) && is_gpr32(op[1].reg.value) && from &&
-                   (from->kind == Known::Kind::Bounded || from->kind == Known::Kind::BoundedLow32)) {
+            result = known(regs, op[1].reg.value);
+        } else if (is_gpr32(op[0].reg.value) && is_gpr32(op[1].reg.value)) {
             // A 32-bit write zero-extends (SDM vol. 1, 3.4.1.1): the bound
-            // (< 2^32) now holds for the whole register.
-            result = Known{Known::Kind::Bounded, from->bound, 0};
+            // now holds for the whole register.
+            if (auto bound = bound_of(regs, op[1].reg.value)) result = whole(*bound);
         }
-    } else if (insn.mnemonic == ZYDIS_MNEMONIC_MOVSXD && two_registers && is_gpr64(op[0].reg.value) &&
-               is_gpr32(op[1].reg.value)) {
+    } else if ((insn.mnemonic == ZYDIS_MNEMONIC_MOVZX || insn.mnemonic == ZYDIS_MNEMONIC_MOVSX ||
+                insn.mnemonic == ZYDIS_MNEMONIC_MOVSXD) &&
+               two_registers && (is_gpr64(op[0].reg.value) || is_gpr32(op[0].reg.value))) {
         written = op[0].reg.value;
-        auto from = known(regs, op[1].reg.value);
-        // An unsigned bound below 2^31 means the sign bit is clear.
-        if (from && (from->kind == Known::Kind::Bounded || from->kind == Known::Kind::BoundedLow32) &&
-            from->bound < (uint64_t{1} << 31))
-            result = Known{Known::Kind::Bounded, from->bound, 0};
+        auto bound = bound_of(regs, op[1].reg.value);
+        // Sign extension keeps the value when the bound leaves the sign bit clear.
+        bool sign = insn.mnemonic != ZYDIS_MNEMONIC_MOVZX;
+        if (bound && (!sign || *bound < (uint64_t{1} << (width_of(op[1].reg.value) - 1))))
+            result = whole(*bound);
     } else if (insn.mnemonic == ZYDIS_MNEMONIC_LEA && op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
                op[1].type == ZYDIS_OPERAND_TYPE_MEMORY) {
         written = op[0].reg.value;
@@ -116,7 +143,7 @@ void step(const Located& at, Registers& regs) {
         if (is_gpr64(written) && op[1].mem.base == ZYDIS_REGISTER_RIP &&
             op[1].mem.index == ZYDIS_REGISTER_NONE &&
             ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&insn, &op[1], at.address, &address)))
-            result = Known{Known::Kind::Address, 0, address};
+            result = Known{Known::Kind::Address, 0, address, 64};
     } else if (insn.mnemonic == ZYDIS_MNEMONIC_MOVSXD && op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
                op[1].type == ZYDIS_OPERAND_TYPE_MEMORY) {
         written = op[0].reg.value;
@@ -125,7 +152,8 @@ void step(const Located& at, Registers& regs) {
         auto bound = bounded_index(regs, mem);
         if (is_gpr64(written) && op[1].size == 32 && plain_segment(mem) && mem.scale == 4 && bound && base &&
             base->kind == Known::Kind::Address)
-            result = Known{Known::Kind::Entry, *bound, base->address + static_cast<uint64_t>(mem.disp.value)};
+            result =
+                Known{Known::Kind::Entry, *bound, base->address + static_cast<uint64_t>(mem.disp.value), 64};
     } else if (insn.mnemonic == ZYDIS_MNEMONIC_ADD && two_registers && is_gpr64(op[0].reg.value) &&
                is_gpr64(op[1].reg.value)) {
         written = op[0].reg.value;
@@ -133,7 +161,7 @@ void step(const Located& at, Registers& regs) {
         if (a && b && a->kind == Known::Kind::Address && b->kind == Known::Kind::Entry) std::swap(a, b);
         if (a && b && a->kind == Known::Kind::Entry && b->kind == Known::Kind::Address &&
             a->address == b->address)
-            result = Known{Known::Kind::Target, a->bound, a->address};
+            result = Known{Known::Kind::Target, a->bound, a->address, 64};
     }
     // Everything the instruction writes (flags aside) is unknown after it,
     // except the one result recognised above.
@@ -211,16 +239,20 @@ Result<JumpTable> find_jump_table(std::span<const uint8_t> code, uint64_t start,
                     Error("the bounds check at " + detail::hex(cmp.address) + " does not prove it: " + why);
         };
         ZydisRegister index = c[0].reg.value;
-        int64_t limit = c[1].imm.is_signed ? c[1].imm.value.s : static_cast<int64_t>(c[1].imm.value.u);
-        if (!is_gpr64(index) && !is_gpr32(index)) {
-            fail("it compares a partial register");
+        if (!is_low_gpr(index)) {
+            fail("it compares a high byte register");
             continue;
         }
-        if (limit < (inclusive ? 0 : 1) || static_cast<uint64_t>(limit) >= kMaxJumpTableEntries) {
+        // The immediate is sign-extended to the register's width; ja/jae
+        // compare that unsigned.
+        const unsigned width = width_of(index);
+        uint64_t limit = c[1].imm.value.u;
+        if (width < 64) limit &= (uint64_t{1} << width) - 1;
+        if (limit < (inclusive ? 0u : 1u) || limit >= kMaxJumpTableEntries) {
             fail("its bound " + std::to_string(limit) + " is not a table size");
             continue;
         }
-        uint64_t bound = static_cast<uint64_t>(limit) - (inclusive ? 0 : 1);
+        uint64_t bound = limit - (inclusive ? 0 : 1);
         uint64_t path_start = branch.address + branch.decoded.insn.length;
         if (jumps_to_table) {
             ZyanU64 target = 0;
@@ -243,8 +275,19 @@ Result<JumpTable> find_jump_table(std::span<const uint8_t> code, uint64_t start,
             continue;
         }
         Registers regs;
-        regs[family(index)] =
-            Known{is_gpr64(index) ? Known::Kind::Bounded : Known::Kind::BoundedLow32, bound, 0};
+        regs[family(index)] = Known{Known::Kind::Bounded, bound, 0, width};
+        // A 32-bit index written by the instruction just before the compare
+        // (clang: `lea eax, [rdi - 1]; cmp eax, 6`) has a zero upper half,
+        // unless a branch can reach the compare from elsewhere.
+        if (width == 32 && i >= 2 &&
+            std::count(branch_targets.begin(), branch_targets.end(), cmp.address) == 0) {
+            const Located& before = insns[i - 2];
+            const ZydisDecodedOperand& dest = before.decoded.operands[0];
+            if (before.decoded.insn.operand_count_visible >= 1 && dest.type == ZYDIS_OPERAND_TYPE_REGISTER &&
+                (dest.actions & ZYDIS_OPERAND_ACTION_MASK_WRITE) && is_gpr32(dest.reg.value) &&
+                family(dest.reg.value) == family(index) && !is_branch(before.decoded.insn))
+                regs[family(index)].width = 64;
+        }
         bool straight = true;
         for (size_t k = *first; k < *jump_index; ++k) {
             if (is_branch(insns[k].decoded.insn)) {

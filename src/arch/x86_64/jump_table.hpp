@@ -14,10 +14,14 @@
 //   add  ENTRY, BASE                       from the table's own address
 //   jmp  ENTRY
 //
-// with register copies, `mov r32, r32` zero-extension and `movsxd` of the
-// bounded index in between. The path from the bound to the jump must be
-// straight-line code that no other branch enters, so the bound holds at
-// the jump; anything else is not a proof and is refused with the reason.
+// with register copies, zero extension (`mov r32, r32`, `movzx`) and sign
+// extension of a bound that leaves the sign bit clear in between. The
+// compare may be on a byte, word, dword or qword register; a dword index
+// also counts as zero-extended when the instruction just before the
+// compare wrote it (clang's `lea eax, [rdi - 1]; cmp eax, 6`). The path
+// from the bound to the jump must be straight-line code that no other
+// branch enters, so the bound holds at the jump; anything else is not a
+// proof and is refused with the reason.
 #pragma once
 
 #include <cstdint>
