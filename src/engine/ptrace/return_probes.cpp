@@ -278,9 +278,10 @@ Result<FunctionExits> find_function_exits(const std::vector<CodeRange>& parts, c
                 return refuse("its table holds absolute addresses, which the loader relocates");
             auto bytes = data->read(table->table, table->entries * table->entry_size());
             if (!bytes) return refuse("its table at " + hex(table->table) + " is not in the file");
-            UPROBE_TRY(std::vector<uint64_t> targets, arch::jump_table_targets(*table, *bytes));
+            auto targets = arch::jump_table_targets(*table, *bytes);
+            if (!targets) return refuse(targets.error().message());
             size_t outside = 0;
-            for (uint64_t target : targets) {
+            for (uint64_t target : *targets) {
                 if (!inside(target)) {
                     ++outside;
                     continue;
@@ -291,7 +292,7 @@ Result<FunctionExits> find_function_exits(const std::vector<CodeRange>& parts, c
             // All inside: a branch like any other. All outside: a computed
             // tail call, reported at the jump. Both: the jump would need its
             // target decided at each hit, which is not done.
-            if (outside == targets.size()) {
+            if (outside == targets->size()) {
                 exits.indirect_tail_jumps.push_back(at);
             } else if (outside != 0) {
                 return refuse("its table has targets both inside and outside the function");
