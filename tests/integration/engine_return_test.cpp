@@ -508,5 +508,30 @@ TEST(ReturnsOracle, SameReturnsAsTheKernelsUretprobes) {
     }
 }
 
+// The switch through a jump table (ret_switch), instruction mode against
+// the kernel's uretprobes: the same returns with the same values.
+TEST(ReturnsOracle, JumpTableReturnsAsTheKernelsUretprobes) {
+    if (::geteuid() != 0) GTEST_SKIP() << "bpftrace needs root";
+    if (shell("command -v bpftrace").empty()) GTEST_SKIP() << "bpftrace is not installed";
+    const std::string bin = target("ret_switch");
+    const std::string program = "uretprobe:" + bin + ":pick { printf(\"%ld\\n\", (int64)retval); }";
+    std::string kernel = shell("bpftrace -q -e '" + program + "' -c '" + bin + " 50' 2>/dev/null");
+    std::vector<int64_t> expected;
+    std::istringstream lines(kernel);
+    std::string line;
+    while (std::getline(lines, line)) {
+        if (line.empty() || line.rfind("switch ", 0) == 0) continue;
+        expected.push_back(std::stoll(line));
+    }
+    if (expected.empty()) GTEST_SKIP() << "bpftrace produced no events here: " << kernel.substr(0, 200);
+    EXPECT_EQ(expected.size(), 50u);
+    auto r = launch_returns({"pick=pick%return v=$retval:s64"}, {bin, "50"},
+                            Options{ReturnMode::Instructions, false, {}});
+    ASSERT_EQ(r.error, "");
+    std::vector<int64_t> ours;
+    for (const auto& e : r.events) ours.push_back(e.args.at(0).value.i);
+    EXPECT_EQ(ours, expected);
+}
+
 }  // namespace
 }  // namespace uprobe::engine::test
