@@ -202,8 +202,11 @@ private:
     // -- return probes (return_probes.hpp)
     Result<void> insert_return_probe(Process& process, pid_t tid, const probe::Site& site, uint64_t address,
                                      ObjectKey key, elf::Binary& binary, SiteProbe compiled);
+    // `*unproven` is set when the function's exits cannot be proven, before
+    // anything is placed.
     Result<void> insert_function_exits(Process& process, pid_t tid, const probe::Site& site, uint64_t bias,
-                                       ObjectKey key, elf::Binary& binary, const ReturnSite* owner);
+                                       ObjectKey key, elf::Binary& binary, const ReturnSite* owner,
+                                       bool* unproven);
     void insert_unwinder_hooks(Process& process, pid_t tid);
     void on_return_probe_hit(Thread& thread, Process& process, const Breakpoint& bp, const user_regs_struct& regs);
     void on_trampoline_hit(Thread& thread, Process& process, const user_regs_struct& regs);
@@ -211,7 +214,13 @@ private:
                      bool value_known);
     void restore_return_addresses(pid_t pid);
     void note_lost_frames();
-    Result<bool> by_instructions(const elf::Binary& binary, pid_t pid, pid_t tid);
+    // How returns are found in an object: --return-mode, and what auto sees.
+    enum class ExitMechanism {
+        Trampoline,
+        Instructions,
+        InstructionsWhereProven,  // else a trampoline, guarded by shadow_stack_at_entry
+    };
+    Result<ExitMechanism> return_mechanism(const elf::Binary& binary, pid_t pid, pid_t tid);
     bool shadow_stack_at_entry(Thread& thread, const Process& process);
     TrampolineStacks trampolines_;
     std::vector<std::unique_ptr<ReturnSite>> return_sites_;
@@ -1480,19 +1489,21 @@ void PtraceEngine::detach_process(pid_t pid, pid_t hitter, uint64_t address, boo
 // with hardware shadow stacks, whose ret compares the return address with
 // the shadow copy and faults (#CP) on the trampoline's; an explicit
 // trampoline mode is refused there. A launched program is stopped before
-// its loader turns them on, so auto also avoids trampolines in objects
-// marked for shadow stacks on a kernel that supports them.
-Result<bool> PtraceEngine::by_instructions(const elf::Binary& binary, pid_t pid, pid_t tid) {
-    if (request_.return_mode == ReturnMode::Instructions) return true;
+// its loader turns them on, so auto also prefers instruction mode in
+// objects marked for shadow stacks on a kernel that supports them; a
+// function it cannot analyse there still gets a trampoline, which a thread
+// found with shadow stacks at its entry never takes (shadow_stack_at_entry).
+Result<PtraceEngine::ExitMechanism> PtraceEngine::return_mechanism(const elf::Binary& binary, pid_t pid,
+                                                                   pid_t tid) {
+    if (request_.return_mode == ReturnMode::Instructions) return ExitMechanism::Instructions;
     if (proc::thread_has_shadow_stack(pid, tid)) {
         if (request_.return_mode == ReturnMode::Trampoline)
             return Error("thread " + std::to_string(tid) +
                          " has hardware shadow stacks (shstk in /proc/PID/status): a return trampoline would "
                          "crash it; use --return-mode=insn");
-        return true;
+        return ExitMechanism::Instructions;
     }
-    if (request_.return_mode == ReturnMode::Trampoline) return false;
-    if (proc::kernel_has_user_shadow_stacks() && binary.marks_shadow_stack()) return true;
+    if (request_.return_mode == ReturnMode::Trampoline) return ExitMechanism::Trampoline;
     if (Elf* elf = binary.elf()) {
         size_t strings = 0;
         if (elf_getshdrstrndx(elf, &strings) == 0) {
@@ -1502,11 +1513,14 @@ Result<bool> PtraceEngine::by_instructions(const elf::Binary& binary, pid_t pid,
                 const char* name = elf_strptr(elf, strings, header.sh_name);
                 if (name &&
                     (std::strcmp(name, ".go.buildinfo") == 0 || std::strcmp(name, ".note.go.buildid") == 0))
-                    return true;
+                    return ExitMechanism::Instructions;
             }
         }
     }
-    return !binary.find_functions("runtime.main").empty();
+    if (!binary.find_functions("runtime.main").empty()) return ExitMechanism::Instructions;
+    if (proc::kernel_has_user_shadow_stacks() && binary.marks_shadow_stack())
+        return ExitMechanism::InstructionsWhereProven;
+    return ExitMechanism::Trampoline;
 }
 
 Result<void> PtraceEngine::insert_return_probe(Process& process, pid_t tid, const probe::Site& site,
@@ -1517,7 +1531,8 @@ Result<void> PtraceEngine::insert_return_probe(Process& process, pid_t tid, cons
     auto rs = std::make_unique<ReturnSite>();
     rs->probe_id = compiled.probe_id;
     rs->function = address;
-    UPROBE_TRY(rs->by_instructions, by_instructions(binary, process.pid, tid));
+    UPROBE_TRY(ExitMechanism mechanism, return_mechanism(binary, process.pid, tid));
+    rs->by_instructions = mechanism != ExitMechanism::Trampoline;
     for (size_t i = 0; i < compiled.programs.size(); ++i) {
         const probe::ArgProgram& program = compiled.programs[i];
         bool at_entry = !program.is_dwarf && program.plain.at_entry;
@@ -1530,7 +1545,18 @@ Result<void> PtraceEngine::insert_return_probe(Process& process, pid_t tid, cons
     rs->needs_entry = !rs->by_instructions || rs->has_entry_programs || timed;
     rs->programs = std::move(compiled.programs);
     if (rs->by_instructions) {
-        UPROBE_CHECK(insert_function_exits(process, tid, site, address - site.vaddr, key, binary, rs.get()));
+        bool unproven = false;
+        auto placed = insert_function_exits(process, tid, site, address - site.vaddr, key, binary, rs.get(),
+                                             &unproven);
+        if (!placed && !(unproven && mechanism == ExitMechanism::InstructionsWhereProven)) return placed.error();
+        if (!placed) {
+            note("return probe " + spec.name + ": no instruction analysis (" + placed.error().message() +
+                 "): a trampoline instead");
+            rs->by_instructions = false;
+            rs->needs_entry = true;
+        }
+    }
+    if (rs->by_instructions) {
         if (!rs->needs_entry) {
             stats_[rs->probe_id].sites++;
             return_sites_.push_back(std::move(rs));
@@ -1559,7 +1585,8 @@ Result<void> PtraceEngine::insert_return_probe(Process& process, pid_t tid, cons
 // when the callee returns, with the callee's value.
 Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, const probe::Site& site,
                                                  uint64_t bias, ObjectKey key, elf::Binary& binary,
-                                                 const ReturnSite* owner) {
+                                                 const ReturnSite* owner, bool* unproven) {
+    *unproven = true;
     if (site.function_size == 0)
         return Error("the size of " + site.function +
                      " is unknown: cannot find its returns; use --return-mode=trampoline");
@@ -1578,6 +1605,7 @@ Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, co
     data.read = [&binary](uint64_t vaddr, size_t size) { return binary.code(vaddr, size); };
     data.relocated = binary.is_pie_or_shared();
     UPROBE_TRY(FunctionExits exits, find_function_exits(parts, site.function, &data));
+    *unproven = false;
     auto place = [&](uint64_t vaddr, ExitRole role, const ReturnSite* of) -> Result<void> {
         std::optional<std::span<const uint8_t>> code;
         for (size_t length : {arch::kMaxInstructionLength + 1, size_t{8}, size_t{5}, size_t{1}}) {
