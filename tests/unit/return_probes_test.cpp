@@ -237,6 +237,56 @@ TEST_F(TrampolineStacksTest, RestorePutsEveryAddressBackAndMovesAThreadOffTheTra
     EXPECT_EQ(stack_[6], 0x401600u);
 }
 
+// Stubs: one address per original return address; 0x401300 has none (the
+// trampoline serves it).
+class FakeStubs final : public ReturnStubs {
+public:
+    uint64_t stub_for(uint64_t original) override {
+        if (original == 0x401300) return 0;
+        return 0x9000 + (original & 0xfff);
+    }
+    uint64_t original_of(uint64_t address) const override {
+        return address >= 0x9000 && address < 0xa000 ? 0x401000 + (address & 0xfff) : 0;
+    }
+};
+
+TEST_F(TrampolineStacksTest, StubsReplaceTheTrampolineWhereThereIsOne) {
+    FakeStubs stubs;
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(6), kTrampoline, frame_of(&site_), lost_, &stubs).ok());
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(3), kTrampoline, frame_of(&site_), lost_, &stubs).ok());
+    EXPECT_EQ(stack_[6], 0x9600u);
+    EXPECT_EQ(stack_[3], kTrampoline);  // no stub for 0x401300
+    uint64_t resume = 0;
+    EXPECT_EQ(stacks_.returned(tid_, slot(3) + 8, &resume, lost_).size(), 1u);
+    EXPECT_EQ(resume, 0x401300u);
+    // A tail jump finds the stub in the slot: shared, same original.
+    ReturnSite callee;
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(6), kTrampoline, frame_of(&callee), lost_, &stubs).ok());
+    auto done = stacks_.returned(tid_, slot(6) + 8, &resume, lost_);
+    ASSERT_EQ(done.size(), 2u);
+    EXPECT_EQ(done[0].returns[0].site, &callee);
+    EXPECT_EQ(resume, 0x401600u);
+}
+
+TEST_F(TrampolineStacksTest, UnwindingAndRestoreKnowTheStubs) {
+    FakeStubs stubs;
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(6), kTrampoline, frame_of(&site_), lost_, &stubs).ok());
+    ASSERT_TRUE(stacks_.enter(pid_, tid_, slot(4), kTrampoline, frame_of(&site_), lost_, &stubs).ok());
+    stacks_.unwinding(pid_, tid_, kTrampoline);
+    EXPECT_EQ(stack_[6], 0x401600u);
+    EXPECT_EQ(stack_[4], 0x401400u);
+    stacks_.caught(pid_, tid_, slot(5), kTrampoline, lost_);  // [6] survives, hijacked by its stub again
+    EXPECT_EQ(stack_[6], 0x9600u);
+    // Standing on a stub with no frame for its slot (entered before we
+    // attached, say): moved to the stub's own return address.
+    user_regs_struct regs{};
+    regs.rip = 0x9700;
+    regs.rsp = slot(5) + 8;
+    EXPECT_TRUE(stacks_.restore(pid_, tid_, kTrampoline, &regs, &stubs));
+    EXPECT_EQ(regs.rip, 0x401700u);
+    EXPECT_EQ(stack_[6], 0x401600u);
+}
+
 TEST(ExitFrames, TailPendingFrameReturnsOnlyThroughItsCallee) {
     ReturnSite caller, other;
     ExitFrames frames;

@@ -36,6 +36,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "arch/x86_64/decode.hpp"
 #include "arch/x86_64/relocate.hpp"
@@ -111,9 +112,39 @@ struct AddressSpace {
     std::set<ObjectKey> objects;  // objects whose probes are inserted
     uint64_t r_debug = 0;
     uint64_t return_trampoline = 0;       // an int3 in the XOL area; 0: none yet
+    // Return stubs (return_probes.hpp): `int3; jmp ORIGINAL` in the XOL area.
+    std::unordered_map<uint64_t, uint64_t> stub_by_original, original_by_stub;
     std::set<ObjectKey> unwinder_scanned;  // objects searched for unwinder entry points
     ExitFrames exit_frames;               // instruction-mode return probes
     std::map<uint64_t, ExitInfo> exits;   // by exit instruction (instruction mode)
+};
+
+// The return stubs of one address space, looked up, and made by `make`
+// when given (it returns the stub's address, 0 when it cannot).
+class SpaceStubs final : public ReturnStubs {
+public:
+    explicit SpaceStubs(AddressSpace& space, std::function<uint64_t(uint64_t)> make = {})
+        : space_(space), make_(std::move(make)) {}
+    uint64_t stub_for(uint64_t original) override {
+        if (auto it = space_.stub_by_original.find(original); it != space_.stub_by_original.end())
+            return it->second;
+        // Bounded: beyond this many call sites the shared trampoline serves.
+        constexpr size_t kMaxStubs = 1024;
+        if (!make_ || space_.stub_by_original.size() >= kMaxStubs) return 0;
+        uint64_t stub = make_(original);
+        if (!stub) return 0;
+        space_.stub_by_original[original] = stub;
+        space_.original_by_stub[stub] = original;
+        return stub;
+    }
+    uint64_t original_of(uint64_t address) const override {
+        auto it = space_.original_by_stub.find(address);
+        return it == space_.original_by_stub.end() ? 0 : it->second;
+    }
+
+private:
+    AddressSpace& space_;
+    std::function<uint64_t(uint64_t)> make_;
 };
 
 struct Process {
@@ -958,7 +989,8 @@ void PtraceEngine::handle_trap(Thread& thread) {
         if (!stopping_) resume(thread, SIGTRAP);
         return;
     }
-    if (process->space->return_trampoline && regs->rip - 1 == process->space->return_trampoline) {
+    if (process->space->return_trampoline && (regs->rip - 1 == process->space->return_trampoline ||
+                                              process->space->original_by_stub.count(regs->rip - 1))) {
         on_trampoline_hit(thread, *process, *regs);
         return;
     }
@@ -1759,8 +1791,18 @@ void PtraceEngine::on_return_probe_hit(Thread& thread, Process& process, const B
             // stops before the loader enables them): never hijack its
             // returns, which would fault.
         } else if (trampoline) {
+            // A stub per return address (near the probed function, where an
+            // XOL area is): the return then needs no register write.
+            const uint64_t near = bp.address;
+            SpaceStubs stubs(space, [&](uint64_t original) -> uint64_t {
+                auto slot = allocate_slot(process, thread.tid, near);
+                if (!slot) return 0;
+                uint8_t code[15] = {kInt3, 0xff, 0x25, 0, 0, 0, 0};  // int3; jmp qword [rip + 0]; .quad original
+                std::memcpy(code + 7, &original, 8);
+                return proc::write_memory(process.pid, *slot, code, sizeof code).ok() ? *slot : 0;
+            });
             auto entered = trampolines_.enter(process.pid, thread.tid, regs.rsp, trampoline, std::move(frame),
-                                              lost_frames_);
+                                              lost_frames_, &stubs);
             if (!entered && return_notes_.insert(entered.error().message()).second)
                 note("return probe: " + entered.error().message() + " (that return is not reported)");
         }
@@ -1806,6 +1848,13 @@ void PtraceEngine::on_trampoline_hit(Thread& thread, Process& process, const use
     auto frames = trampolines_.returned(thread.tid, regs.rsp, &resume_at, lost_frames_);
     if (!process.silent)
         for (const auto& f : frames) emit_return(thread, process, f, regs, true);
+    // A stub jumps on to its return address by itself.
+    const uint64_t stub_goes_to = SpaceStubs(*process.space).original_of(regs.rip - 1);
+    if (!resume_at) resume_at = stub_goes_to;
+    if (resume_at && resume_at == stub_goes_to) {
+        if (!stopping_) resume(thread);
+        return;
+    }
     if (!resume_at) {
         // No record of where this return goes: cannot happen unless the
         // program copied a hijacked return address elsewhere. Running on
@@ -1893,7 +1942,8 @@ void PtraceEngine::restore_return_addresses(pid_t pid) {
         for (pid_t tid : process->threads) {
             auto regs = proc::get_regs(tid);
             user_regs_struct* at = regs ? &*regs : nullptr;
-            if (trampolines_.restore(pid, tid, trampoline, at)) (void)proc::set_regs(tid, *at);
+            SpaceStubs stubs(*process->space);
+            if (trampolines_.restore(pid, tid, trampoline, at, &stubs)) (void)proc::set_regs(tid, *at);
             trampolines_.forget(tid);
         }
     }

@@ -64,24 +64,29 @@ void TrampolineStacks::drop_below(Stack& stack, uint64_t rsp, LostFrames& lost, 
 }
 
 Result<void> TrampolineStacks::enter(pid_t pid, pid_t tid, uint64_t rsp, uint64_t trampoline,
-                                     ReturnFrame frame, LostFrames& lost) {
+                                     ReturnFrame frame, LostFrames& lost, ReturnStubs* stubs) {
     Stack& stack = stacks_[tid];
     uint64_t return_address = 0;
     if (!read_word(pid, rsp, &return_address)) return Error("cannot read the return address at " + hex(rsp));
+    const bool hijacked = return_address == trampoline || (stubs && stubs->original_of(return_address));
     // A call wrote a real return address into the slot: a frame recorded
     // for the same slot is gone too (a longjmp left it, the call reused it).
-    drop_below(stack, rsp, lost, return_address != trampoline);
+    drop_below(stack, rsp, lost, !hijacked);
     frame.slot = rsp;
-    if (return_address == trampoline) {
+    if (hijacked) {
         // A tail jump from a probed function: the slot is hijacked already,
         // and its frame returns when this one does.
         if (stack.frames.empty() || stack.frames.back().slot != rsp)
             return Error("return address at " + hex(rsp) + " is the trampoline but no frame owns it");
         frame.shared_slot = true;
         frame.original = stack.frames.back().original;
+        frame.hijack = stack.frames.back().hijack;
     } else {
-        if (!write_word(pid, rsp, trampoline)) return Error("cannot write the return address at " + hex(rsp));
+        uint64_t hijack = stubs ? stubs->stub_for(return_address) : 0;
+        if (!hijack) hijack = trampoline;
+        if (!write_word(pid, rsp, hijack)) return Error("cannot write the return address at " + hex(rsp));
         frame.original = return_address;
+        frame.hijack = hijack;
         stack.abandoned.erase(rsp);
     }
     stack.frames.push_back(std::move(frame));
@@ -119,7 +124,7 @@ void TrampolineStacks::unwinding(pid_t pid, pid_t tid, uint64_t trampoline) {
     if (found == stacks_.end()) return;
     Stack& stack = found->second;
     for (auto& f : stack.frames) {
-        if (!f.shared_slot) put_back(pid, f.slot, f.original, trampoline);
+        if (!f.shared_slot) put_back(pid, f.slot, f.original, f.hijack ? f.hijack : trampoline);
         stack.suspended.push_back(std::move(f));
     }
     stack.frames.clear();
@@ -140,7 +145,7 @@ void TrampolineStacks::caught(pid_t pid, pid_t tid, uint64_t rsp, uint64_t tramp
             // The slot must still hold the address we put back; otherwise
             // the frame is gone and the memory reused.
             if (!read_word(pid, f.slot, &current) || current != f.original ||
-                !write_word(pid, f.slot, trampoline)) {
+                !write_word(pid, f.slot, f.hijack ? f.hijack : trampoline)) {
                 lost.unwound += f.returns.size();
                 continue;
             }
@@ -160,23 +165,29 @@ void TrampolineStacks::caught(pid_t pid, pid_t tid, uint64_t rsp, uint64_t tramp
     stack.frames = std::move(live);
 }
 
-bool TrampolineStacks::restore(pid_t pid, pid_t tid, uint64_t trampoline, user_regs_struct* regs) {
+bool TrampolineStacks::restore(pid_t pid, pid_t tid, uint64_t trampoline, user_regs_struct* regs,
+                               const ReturnStubs* stubs) {
     auto found = stacks_.find(tid);
     bool moved = false;
-    if (regs && regs->rip == trampoline && found != stacks_.end()) {
-        // Stopped on the trampoline after the ret: the slot is popped already.
-        LostFrames ignored;
+    const uint64_t stub_goes_to = regs && stubs ? stubs->original_of(regs->rip) : 0;
+    if (regs && (regs->rip == trampoline || stub_goes_to)) {
+        // Stopped on the trampoline (or a stub) after the ret, before its
+        // int3: the slot is popped already.
         uint64_t resume_at = 0;
-        (void)returned(tid, regs->rsp, &resume_at, ignored);
+        if (found != stacks_.end()) {
+            LostFrames ignored;
+            (void)returned(tid, regs->rsp, &resume_at, ignored);
+            found = stacks_.find(tid);
+        }
+        if (!resume_at) resume_at = stub_goes_to;
         if (resume_at) {
             regs->rip = resume_at;
             moved = true;
         }
-        found = stacks_.find(tid);
     }
     if (found == stacks_.end()) return moved;
     for (const auto& f : found->second.frames)
-        if (!f.shared_slot) put_back(pid, f.slot, f.original, trampoline);
+        if (!f.shared_slot) put_back(pid, f.slot, f.original, f.hijack ? f.hijack : trampoline);
     return moved;
 }
 
