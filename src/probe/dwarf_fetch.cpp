@@ -913,7 +913,9 @@ namespace {
 // user had written :f32/:f64. Without DWARF, or for any other type, it
 // stays %rax; an explicit :TYPE always wins.
 ArgSpec with_return_type(const ArgSpec& arg, const CompileContext& context, const DwarfSource& dwarf) {
-    if (!wants_return_type(arg) || !dwarf.debug_info || !context.site || !context.site->function_vaddr) return arg;
+    if (!context.at_return || !wants_return_type(arg) || !dwarf.debug_info || !context.site ||
+        !context.site->function_vaddr)
+        return arg;
     const dwarf::Type* type = dwarf.debug_info->return_type(context.site->function_vaddr);
     if (!type || type->kind != dwarf::Type::Kind::Base || type->encoding != dwarf::Type::Encoding::Float) return arg;
     // long double (16 bytes) comes back in st0, which fetches cannot read.

@@ -122,7 +122,8 @@ DwarfSource dwarf_source(Resolver& resolver, const std::string& path);
 bool is_dwarf_arg(const ArgSpec& arg);
 
 // Whether `arg` is a bare $retval, whose type compile_arg takes from the
-// function's DWARF return type when `dwarf` has it (float/double: xmm0).
+// function's DWARF return type at a return probe (`context.at_return`)
+// when `dwarf` has it (float/double: xmm0).
 bool wants_return_type(const ArgSpec& arg);
 
 // Compiles one argument at `context.site`. Non-DWARF arguments compile

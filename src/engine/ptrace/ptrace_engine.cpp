@@ -652,6 +652,7 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
         probe::CompileContext context;
         context.site = &site;
         context.load_bias = address - site.vaddr;
+        context.at_return = spec.location.is_return;
         context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
             if (auto a = binary->data_symbol(name)) return *a;
             return Error("no symbol '" + name + "' in " + binary->path());
