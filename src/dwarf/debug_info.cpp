@@ -846,6 +846,20 @@ std::optional<uint64_t> DebugInfo::post_prologue(uint64_t function_entry) const 
     return best.value_or(function_entry);
 }
 
+const Type* DebugInfo::return_type(uint64_t function_entry) const {
+    std::lock_guard lock(impl_->mu);
+    if (!impl_->build_funcs()) return nullptr;
+    auto found = impl_->func_by_entry.find(function_entry);
+    if (found == impl_->func_by_entry.end()) return nullptr;
+    Dwarf_Die subprogram;
+    if (!dwarf_offdie(impl_->dbg, impl_->funcs[found->second].die_offset, &subprogram)) return nullptr;
+    // type_of integrates DW_AT_specification/DW_AT_abstract_origin: a C++
+    // method's definition, or an out-of-line copy of an inline function,
+    // keeps its return type on the declaration.
+    const Type* type = impl_->type_of(&subprogram);
+    return type && type->kind != Type::Kind::Void ? type : nullptr;
+}
+
 Result<std::vector<DebugInfo::Variable>> DebugInfo::variables_at(uint64_t vaddr, std::string_view function) const {
     std::lock_guard lock(impl_->mu);
     UPROBE_CHECK(impl_->build_funcs());

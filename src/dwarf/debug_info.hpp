@@ -129,6 +129,12 @@ public:
     // nullopt when no function starts there.
     std::optional<uint64_t> post_prologue(uint64_t function_entry) const;
 
+    // The return type of the out-of-line function starting at
+    // `function_entry` (DW_AT_type of its subprogram, through
+    // DW_AT_specification and DW_AT_abstract_origin). nullptr when no
+    // function starts there or it returns void.
+    const Type* return_type(uint64_t function_entry) const;
+
     // One operation of a DWARF location expression (a copy of Dwarf_Op, plus
     // the data libdw keeps behind pointers).
     struct Op {

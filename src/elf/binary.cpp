@@ -118,7 +118,9 @@ void for_each_note(std::span<const uint8_t> data, uint64_t align,
         Elf64_Nhdr header;
         std::memcpy(&header, data.data() + pos, sizeof header);
         pos += sizeof header;
-        uint64_t name_end = pos + round(header.n_namesz);
+        // The descriptor starts at the next aligned offset after the name:
+        // in 8-aligned notes (.note.gnu.property) that is not pos + round(namesz).
+        uint64_t name_end = round(pos + header.n_namesz);
         if (name_end > data.size()) return;
         std::string_view name(reinterpret_cast<const char*>(data.data() + pos), header.n_namesz);
         while (!name.empty() && name.back() == '\0') name.remove_suffix(1);
@@ -439,6 +441,32 @@ Result<std::span<const uint8_t>> Binary::code(uint64_t vaddr, size_t length) con
 }
 
 std::string Binary::build_id() const { return impl_->image.build_id(); }
+
+bool Binary::marks_shadow_stack() const {
+    // NT_GNU_PROPERTY_TYPE_0: an array of {u32 type, u32 size, data padded
+    // to 8 bytes} (x86-64 psABI, "Program Property").
+    constexpr uint32_t kPropertyNote = 5;                 // NT_GNU_PROPERTY_TYPE_0
+    constexpr uint32_t kX86Feature1And = 0xc0000002;      // GNU_PROPERTY_X86_FEATURE_1_AND
+    constexpr uint32_t kShadowStack = 2;                  // GNU_PROPERTY_X86_FEATURE_1_SHSTK
+    bool marked = false;
+    impl_->image.for_each_note([&](uint32_t type, std::string_view name, std::span<const uint8_t> desc) {
+        if (type != kPropertyNote || name != "GNU") return;
+        for (size_t pos = 0; desc.size() - pos >= 8;) {
+            uint32_t property = 0, size = 0;
+            std::memcpy(&property, desc.data() + pos, 4);
+            std::memcpy(&size, desc.data() + pos + 4, 4);
+            pos += 8;
+            if (size > desc.size() - pos) return;
+            if (property == kX86Feature1And && size >= 4) {
+                uint32_t features = 0;
+                std::memcpy(&features, desc.data() + pos, 4);
+                marked |= (features & kShadowStack) != 0;
+            }
+            pos += std::min<size_t>((size + 7) / 8 * 8, desc.size() - pos);
+        }
+    });
+    return marked;
+}
 
 std::optional<Binary::DebugLink> Binary::debuglink() const {
     const Elf64_Shdr* shdr = impl_->image.find(".gnu_debuglink");

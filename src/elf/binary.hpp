@@ -75,6 +75,12 @@ public:
     // NT_GNU_BUILD_ID as lower-case hex, "" when none.
     std::string build_id() const;
 
+    // Whether the object is marked as compatible with hardware shadow
+    // stacks (GNU_PROPERTY_X86_FEATURE_1_SHSTK in .note.gnu.property, as
+    // `ld -z shstk` or linking only CET-built objects leaves it). glibc
+    // turns shadow stacks on only for programs whose objects all say so.
+    bool marks_shadow_stack() const;
+
     struct DebugLink {
         std::string file;
         uint32_t crc = 0;

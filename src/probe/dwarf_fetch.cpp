@@ -901,6 +901,31 @@ DwarfSource dwarf_source(Resolver& resolver, const std::string& path) {
     return source;
 }
 
+bool wants_return_type(const ArgSpec& arg) {
+    return arg.fetch.kind == FetchKind::RetVal && arg.type == ValueType::Default;
+}
+
+namespace {
+
+// A bare $retval of a function whose DWARF return type is float or double
+// reads xmm0, where the System V ABI returns it (psABI 3.2.3), as if the
+// user had written :f32/:f64. Without DWARF, or for any other type, it
+// stays %rax; an explicit :TYPE always wins.
+ArgSpec with_return_type(const ArgSpec& arg, const CompileContext& context, const DwarfSource& dwarf) {
+    if (!context.at_return || !wants_return_type(arg) || !dwarf.debug_info || !context.site ||
+        !context.site->function_vaddr)
+        return arg;
+    const dwarf::Type* type = dwarf.debug_info->return_type(context.site->function_vaddr);
+    if (!type || type->kind != dwarf::Type::Kind::Base || type->encoding != dwarf::Type::Encoding::Float) return arg;
+    // long double (16 bytes) comes back in st0, which fetches cannot read.
+    if (type->byte_size != 4 && type->byte_size != 8) return arg;
+    ArgSpec typed = arg;
+    typed.type = type->byte_size == 4 ? ValueType::F32 : ValueType::F64;
+    return typed;
+}
+
+}  // namespace
+
 bool is_dwarf_arg(const ArgSpec& arg) {
     auto kind = arg.fetch.kind;
     return kind == FetchKind::DwarfVar || kind == FetchKind::Params || kind == FetchKind::Vars;
@@ -909,7 +934,7 @@ bool is_dwarf_arg(const ArgSpec& arg) {
 Result<ArgProgram> compile_arg(const ArgSpec& arg, const CompileContext& context, const DwarfSource& dwarf) {
     ArgProgram out;
     if (!is_dwarf_arg(arg)) {
-        UPROBE_TRY(out.plain, compile_fetch(arg, context));
+        UPROBE_TRY(out.plain, compile_fetch(with_return_type(arg, context, dwarf), context));
         return out;
     }
     out.is_dwarf = true;

@@ -122,6 +122,11 @@ DwarfSource dwarf_source(Resolver& resolver, const std::string& path);
 // Whether `arg` names DWARF variables (and so needs compile_arg's DWARF path).
 bool is_dwarf_arg(const ArgSpec& arg);
 
+// Whether `arg` is a bare $retval, whose type compile_arg takes from the
+// function's DWARF return type at a return probe (`context.at_return`)
+// when `dwarf` has it (float/double: xmm0).
+bool wants_return_type(const ArgSpec& arg);
+
 // Compiles one argument at `context.site`. Non-DWARF arguments compile
 // exactly as compile_fetch does. Errors are one line naming the argument.
 Result<ArgProgram> compile_arg(const ArgSpec& arg, const CompileContext& context, const DwarfSource& dwarf);

@@ -33,6 +33,7 @@ namespace uprobe::probe {
 struct CompileContext {
     const Site* site = nullptr;  // the marker's operands for $argN at SDT sites
     uint64_t load_bias = 0;      // runtime address - link-time address of the object
+    bool at_return = false;      // a FUNC%return probe: $retval takes the DWARF return type
     // Link-time address of a data symbol of the object, for @SYMBOL.
     std::function<Result<uint64_t>(const std::string&)> symbol_address;
 };

@@ -150,6 +150,44 @@ Result<pid_t> thread_group_of(pid_t tid) {
     return Error("no Tgid in /proc/" + std::to_string(tid) + "/status");
 }
 
+bool shadow_stack_enabled(std::string_view status_text) {
+    constexpr std::string_view kKey = "x86_Thread_features:";  // not x86_Thread_features_locked:
+    for (std::string_view line : split(status_text, '\n')) {
+        if (!starts_with(line, kKey)) continue;
+        // "x86_Thread_features:\tshstk wrss ": names separated by blanks.
+        std::string_view rest = line.substr(kKey.size());
+        while (!rest.empty()) {
+            size_t begin = rest.find_first_not_of(" \t\r");
+            if (begin == std::string_view::npos) break;
+            rest.remove_prefix(begin);
+            size_t end = std::min(rest.find_first_of(" \t\r"), rest.size());
+            if (rest.substr(0, end) == "shstk") return true;
+            rest.remove_prefix(end);
+        }
+        return false;
+    }
+    return false;
+}
+
+bool shadow_stacks_supported(std::string_view status_text) {
+    for (std::string_view line : split(status_text, '\n'))
+        if (starts_with(line, "x86_Thread_features:")) return true;
+    return false;
+}
+
+bool kernel_has_user_shadow_stacks() {
+    static const bool supported = [] {
+        auto text = read_file("/proc/self/status");
+        return text && shadow_stacks_supported(*text);
+    }();
+    return supported;
+}
+
+bool thread_has_shadow_stack(pid_t pid, pid_t tid) {
+    auto text = read_file("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status");
+    return text && shadow_stack_enabled(*text);
+}
+
 Result<void> read_memory(pid_t pid, uint64_t address, void* out, size_t size) {
     iovec local{out, size};
     iovec remote{reinterpret_cast<void*>(address), size};

@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "uprobe/result.hpp"
@@ -49,6 +50,21 @@ Result<std::map<uint64_t, uint64_t>> read_auxv(pid_t pid);
 
 // The thread group id of `tid` (Tgid: of /proc/TID/status).
 Result<pid_t> thread_group_of(pid_t tid);
+
+// Whether the text of a /proc/PID/status says the thread runs with
+// user-space hardware shadow stacks: Linux 6.6+ on x86 lists the enabled
+// features on "x86_Thread_features: shstk wrss" (an empty list when none;
+// no such line on older kernels, which have no user shadow stacks). A
+// return address the program did not push makes such a thread fault
+// (#CP, SIGSEGV) at the ret.
+bool shadow_stack_enabled(std::string_view status_text);
+// The same for /proc/PID/task/TID/status; false when it cannot be read.
+bool thread_has_shadow_stack(pid_t pid, pid_t tid);
+// Whether the status text has the x86_Thread_features line at all: the
+// kernel was built with user shadow stacks (CONFIG_X86_USER_SHADOW_STACK).
+bool shadow_stacks_supported(std::string_view status_text);
+// The same for this kernel (our own /proc/self/status), read once.
+bool kernel_has_user_shadow_stacks();
 
 // Reads target memory with process_vm_readv; falls back to /proc/PID/mem
 // for pages process_vm_readv refuses (PROT_NONE or exec-only text).

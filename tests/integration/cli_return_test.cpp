@@ -94,6 +94,38 @@ TEST_P(CliReturn, LatencyAsJson) {
     EXPECT_LE(j["p99_ns"].get<uint64_t>(), j["max_ns"].get<uint64_t>());
 }
 
+// half(x) = x / 2 returns a double: with DWARF, a bare $retval shows it
+// (xmm0); a copy without debug info (strip --strip-debug, the symbols stay)
+// has nothing to say it is not an integer, so rax it is, as before.
+TEST_P(CliReturn, FloatReturnTypeFromDwarf) {
+    const std::string bin = target_path("ret_funcs");
+    TempDir dir;
+    const std::string events = dir.path("events.txt");
+    auto r = run(trace({"-o", events, "h=half%return v=$retval", "--", bin, "float", "3"}));
+    ASSERT_EQ(r.status, 0) << r.describe();
+    EXPECT_EQ(r.out, run({bin, "float", "3"}).out);
+    std::ifstream in(events);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    ASSERT_EQ(lines.size(), 3u);
+    const char* expected[] = {" v=0.25", " v=0.75", " v=1.25"};  // (i + 0.5) / 2
+    for (size_t i = 0; i < 3; ++i) {
+        const std::string& line = lines[i];
+        ASSERT_GE(line.size(), std::string(expected[i]).size()) << line;
+        EXPECT_EQ(line.substr(line.size() - std::string(expected[i]).size()), expected[i]) << line;
+    }
+
+    const std::string stripped = dir.path("ret_funcs_stripped");
+    auto strip = run({"strip", "--strip-debug", "-o", stripped, bin});
+    ASSERT_EQ(strip.status, 0) << strip.describe();
+    const std::string raw_events = dir.path("raw.txt");
+    auto raw = run(trace({"-o", raw_events, "h=half%return v=$retval", "--", stripped, "float", "1"}));
+    ASSERT_EQ(raw.status, 0) << raw.describe();
+    std::ifstream raw_in(raw_events);
+    std::string raw_text((std::istreambuf_iterator<char>(raw_in)), std::istreambuf_iterator<char>());
+    EXPECT_TRUE(std::regex_search(raw_text, std::regex(R"( h: \(0x[0-9a-f]+\) v=\d+\n)"))) << raw_text;
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, CliReturn, ::testing::Values("ptrace/trampoline", "ptrace/insn", "inline/trampoline"));
 
 TEST(CliReturnErrors, LatencyNeedsFunctions) {
@@ -108,10 +140,30 @@ TEST(CliReturnErrors, UnknownReturnMode) {
     EXPECT_NE(r.err.find("--return-mode"), std::string::npos) << r.err;
 }
 
-TEST(CliReturnErrors, InsnModeRefusesAJumpTable) {
-    auto r = run(trace({"--return-mode", "insn", "switcher%return", "--", target_path("ret_tail"), "3"}));
+TEST(CliReturnErrors, InsnModeRefusesAnUnprovableIndirectJump) {
+    auto r = run(trace({"--return-mode", "insn", "via_pointer%return", "--", target_path("ret_tail"), "3"}));
     EXPECT_EQ(r.status, 1) << r.describe();
-    EXPECT_NE(r.err.find("indirect jump at switcher+"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("indirect jump at via_pointer+"), std::string::npos) << r.err;
+    EXPECT_EQ(lines_of(r.err).size(), 1u) << r.err;
+}
+
+// A switch compiled to a jump table: insn mode proves the table stays in
+// the function; same events as the trampoline, and the program's output.
+TEST(CliReturnModes, InsnModeFollowsAJumpTable) {
+    const std::string bin = target_path("ret_switch");
+    std::vector<std::string> outputs;
+    for (const char* mode : {"insn", "trampoline"}) {
+        auto r = run(trace(
+            {"--return-mode", mode, "--format", "json", "p=pick%return v=$retval:s64", "--", bin, "12"}));
+        ASSERT_EQ(r.status, 0) << r.describe();
+        std::string values;
+        for (const auto& line : lines_of(r.out))
+            if (line.find("\"probe\"") != std::string::npos)
+                values += nlohmann::json::parse(line)["args"]["v"].dump() + " ";
+        outputs.push_back(values);
+    }
+    EXPECT_EQ(outputs[0], "1 18 7 48 -36 25 106 77 -1 -1 1 18 ");
+    EXPECT_EQ(outputs[0], outputs[1]);
 }
 
 }  // namespace

@@ -23,3 +23,12 @@ if(UPROBE_GO)
 else()
   add_custom_target(ret_go)
 endif()
+# Jump tables for instruction-mode return probes: -O2, as a PIE (relative
+# table) and as a fixed-address executable (absolute table).
+uprobe_target(ret_switch SOURCES ret_switch.c OPTIONS -O2)
+uprobe_target(ret_switch_nopie SOURCES ret_switch.c OPTIONS -O2 -fno-pie)
+target_link_options(ret_switch_nopie PRIVATE -no-pie)
+# Marked for hardware shadow stacks (ld -z shstk): auto return mode avoids
+# trampolines in it where the kernel supports user shadow stacks.
+uprobe_target(ret_shstk SOURCES ret_tail.c OPTIONS -O2 -fcf-protection=full)
+target_link_options(ret_shstk PRIVATE -Wl,-z,shstk)

@@ -7,8 +7,13 @@
 __attribute__((noinline)) long tail_inner(long x) { return x * 3 + (x > 100); }
 __attribute__((noinline)) long tail_outer(long x) { return tail_inner(x + 1); }
 
-// A dense switch: -O2 makes it a jump table (an indirect jmp), which
-// instruction-mode return probes refuse.
+// A tail call through a function pointer: an indirect jmp that no analysis
+// can place, which instruction-mode return probes refuse.
+__attribute__((noinline)) long pointed(long x) { return x * 5; }
+long (*volatile indirect_callee)(long) = pointed;
+__attribute__((noinline)) long via_pointer(long x) { return indirect_callee(x + 2); }
+
+// A dense switch: -O2 makes it a jump table (an indirect jmp).
 volatile long sink;
 __attribute__((noinline)) long switcher(long x) {
     switch (x) {
@@ -33,5 +38,6 @@ int main(int argc, char** argv) {
     }
     printf("tail %ld\n", sum);
     printf("switch %ld\n", switcher(n % 8) + switcher(argc));
+    printf("via %ld\n", via_pointer(argc));
     return 0;
 }

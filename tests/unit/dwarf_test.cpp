@@ -579,6 +579,25 @@ TEST(DwarfCxx, FunctionsByNameAndLinkageName) {
     EXPECT_EQ(sites->front().vaddr, nm_address(path, "_ZN2ns5scaleEi"));
 }
 
+TEST(DwarfCxx, ReturnTypesOfOverloads) {
+    // By construction (prog.cpp): ns::scale(int) returns int, ns::scale(double) double.
+    std::string path = kOut + "/progxx_O0";
+    auto info = open_ok(path);
+    ASSERT_TRUE(info);
+    const Type* as_int = info->return_type(nm_address(path, "_ZN2ns5scaleEi"));
+    ASSERT_NE(as_int, nullptr);
+    EXPECT_EQ(as_int->kind, Type::Kind::Base);
+    EXPECT_EQ(as_int->encoding, Type::Encoding::Signed);
+    EXPECT_EQ(as_int->byte_size, 4u);
+    const Type* as_double = info->return_type(nm_address(path, "_ZN2ns5scaleEd"));
+    ASSERT_NE(as_double, nullptr);
+    EXPECT_EQ(as_double->encoding, Type::Encoding::Float);
+    EXPECT_EQ(as_double->byte_size, 8u);
+    EXPECT_EQ(as_double->name, "double");
+    // Not the start of a function.
+    EXPECT_EQ(info->return_type(nm_address(path, "_ZN2ns5scaleEd") + 1), nullptr);
+}
+
 // --- corrupt input ---------------------------------------------------------------
 
 struct Section {
@@ -615,6 +634,7 @@ void exercise(const DebugInfo& info) {
     (void)info.function_lines("process");
     for (auto& f : info.function_instances("*")) {
         (void)info.post_prologue(f.entry);
+        (void)info.return_type(f.entry);
         if (auto vars = info.variables_at(f.entry); vars.ok())
             for (auto& v : *vars) (void)DebugInfo::describe(v.location), (void)v.type_name;
         (void)info.source_of(f.entry);

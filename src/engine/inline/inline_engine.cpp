@@ -939,6 +939,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             probe::CompileContext context;
             context.site = &site;
             context.load_bias = address - site.vaddr;
+            context.at_return = spec.location.is_return;
             context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
                 if (auto a = binary->data_symbol(name)) return *a;
                 return Error("no symbol '" + name + "' in " + binary->path());
@@ -948,8 +949,10 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             info.address = address;
             // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
             probe::DwarfSource dwarf;
+            // A bare $retval takes its type from DWARF when there is some.
             for (const auto& arg : spec.args)
-                if (probe::is_dwarf_arg(arg) && !dwarf.debug_info && dwarf.missing.empty())
+                if ((probe::is_dwarf_arg(arg) || (spec.location.is_return && probe::wants_return_type(arg))) &&
+                    !dwarf.debug_info && dwarf.missing.empty())
                     dwarf = probe::dwarf_source(resolver_, path);
             bool needs_fpregs = false;
             std::vector<const probe::FetchProgram*> leaves;

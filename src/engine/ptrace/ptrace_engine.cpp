@@ -36,6 +36,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "arch/x86_64/decode.hpp"
 #include "arch/x86_64/relocate.hpp"
@@ -111,9 +112,39 @@ struct AddressSpace {
     std::set<ObjectKey> objects;  // objects whose probes are inserted
     uint64_t r_debug = 0;
     uint64_t return_trampoline = 0;       // an int3 in the XOL area; 0: none yet
+    // Return stubs (return_probes.hpp): `int3; jmp ORIGINAL` in the XOL area.
+    std::unordered_map<uint64_t, uint64_t> stub_by_original, original_by_stub;
     std::set<ObjectKey> unwinder_scanned;  // objects searched for unwinder entry points
     ExitFrames exit_frames;               // instruction-mode return probes
     std::map<uint64_t, ExitInfo> exits;   // by exit instruction (instruction mode)
+};
+
+// The return stubs of one address space, looked up, and made by `make`
+// when given (it returns the stub's address, 0 when it cannot).
+class SpaceStubs final : public ReturnStubs {
+public:
+    explicit SpaceStubs(AddressSpace& space, std::function<uint64_t(uint64_t)> make = {})
+        : space_(space), make_(std::move(make)) {}
+    uint64_t stub_for(uint64_t original) override {
+        if (auto it = space_.stub_by_original.find(original); it != space_.stub_by_original.end())
+            return it->second;
+        // Bounded: beyond this many call sites the shared trampoline serves.
+        constexpr size_t kMaxStubs = 1024;
+        if (!make_ || space_.stub_by_original.size() >= kMaxStubs) return 0;
+        uint64_t stub = make_(original);
+        if (!stub) return 0;
+        space_.stub_by_original[original] = stub;
+        space_.original_by_stub[stub] = original;
+        return stub;
+    }
+    uint64_t original_of(uint64_t address) const override {
+        auto it = space_.original_by_stub.find(address);
+        return it == space_.original_by_stub.end() ? 0 : it->second;
+    }
+
+private:
+    AddressSpace& space_;
+    std::function<uint64_t(uint64_t)> make_;
 };
 
 struct Process {
@@ -132,6 +163,9 @@ struct Thread {
     bool group_stop = false; // in a group-stop: resumed with PTRACE_LISTEN
     int pending_signal = 0;  // held back while we hold threads stopped
     std::string comm;
+    // Hardware shadow stacks (proc::thread_has_shadow_stack), read at the
+    // thread's first trampoline entry: unknown until then.
+    std::optional<bool> shadow_stack = std::nullopt;
 };
 
 struct PendingChild {
@@ -199,8 +233,11 @@ private:
     // -- return probes (return_probes.hpp)
     Result<void> insert_return_probe(Process& process, pid_t tid, const probe::Site& site, uint64_t address,
                                      ObjectKey key, elf::Binary& binary, SiteProbe compiled);
+    // `*unproven` is set when the function's exits cannot be proven, before
+    // anything is placed.
     Result<void> insert_function_exits(Process& process, pid_t tid, const probe::Site& site, uint64_t bias,
-                                       ObjectKey key, elf::Binary& binary, const ReturnSite* owner);
+                                       ObjectKey key, elf::Binary& binary, const ReturnSite* owner,
+                                       bool* unproven);
     void insert_unwinder_hooks(Process& process, pid_t tid);
     void on_return_probe_hit(Thread& thread, Process& process, const Breakpoint& bp, const user_regs_struct& regs);
     void on_trampoline_hit(Thread& thread, Process& process, const user_regs_struct& regs);
@@ -208,7 +245,14 @@ private:
                      bool value_known);
     void restore_return_addresses(pid_t pid);
     void note_lost_frames();
-    bool by_instructions(const elf::Binary& binary);
+    // How returns are found in an object: --return-mode, and what auto sees.
+    enum class ExitMechanism {
+        Trampoline,
+        Instructions,
+        InstructionsWhereProven,  // else a trampoline, guarded by shadow_stack_at_entry
+    };
+    Result<ExitMechanism> return_mechanism(const elf::Binary& binary, pid_t pid, pid_t tid);
+    bool shadow_stack_at_entry(Thread& thread, const Process& process);
     TrampolineStacks trampolines_;
     std::vector<std::unique_ptr<ReturnSite>> return_sites_;
     LostFrames lost_frames_;
@@ -611,6 +655,7 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
             probe::CompileContext context;
             context.site = &site;
             context.load_bias = address - site.vaddr;
+            context.at_return = spec.location.is_return;
             context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
                 if (auto a = binary->data_symbol(name)) return *a;
                 return Error("no symbol '" + name + "' in " + binary->path());
@@ -619,8 +664,11 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
             sp.probe_id = static_cast<uint32_t>(probe_index);
             // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
             probe::DwarfSource dwarf;
+            // A bare $retval takes its type from DWARF when there is some.
             for (const auto& arg : spec.args)
-                if (probe::is_dwarf_arg(arg) && !dwarf.debug_info && dwarf.missing.empty()) dwarf = probe::dwarf_source(resolver_, path);
+                if ((probe::is_dwarf_arg(arg) || (spec.location.is_return && probe::wants_return_type(arg))) &&
+                    !dwarf.debug_info && dwarf.missing.empty())
+                    dwarf = probe::dwarf_source(resolver_, path);
             for (const auto& arg : spec.args) {
                 UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
                 sp.needs_fpregs |= program.needs_fpregs();
@@ -953,7 +1001,8 @@ void PtraceEngine::handle_trap(Thread& thread) {
         if (!stopping_) resume(thread, SIGTRAP);
         return;
     }
-    if (process->space->return_trampoline && regs->rip - 1 == process->space->return_trampoline) {
+    if (process->space->return_trampoline && (regs->rip - 1 == process->space->return_trampoline ||
+                                              process->space->original_by_stub.count(regs->rip - 1))) {
         on_trampoline_hit(thread, *process, *regs);
         return;
     }
@@ -1100,6 +1149,7 @@ void PtraceEngine::handle_exec(Thread& thread) {
         if (tid != thread.tid) threads_.erase(tid);
     process->threads = {thread.tid};
     thread.comm.clear();
+    thread.shadow_stack.reset();  // the new program enables its own
     bool keep = !process->silent && (process->root || request_.follow_children);
     if (!keep) {
         unpin(thread.tid);
@@ -1479,16 +1529,25 @@ void PtraceEngine::detach_process(pid_t pid, pid_t hitter, uint64_t address, boo
 
 // Go's runtime checks return addresses while it moves and scans stacks
 // ("unexpected return pc"), so a trampoline would crash it: Go objects get
-// instruction-mode return probes under --return-mode=auto.
-bool PtraceEngine::by_instructions(const elf::Binary& binary) {
-    switch (request_.return_mode) {
-        case ReturnMode::Trampoline:
-            return false;
-        case ReturnMode::Instructions:
-            return true;
-        case ReturnMode::Auto:
-            break;
+// instruction-mode return probes under --return-mode=auto. So do threads
+// with hardware shadow stacks, whose ret compares the return address with
+// the shadow copy and faults (#CP) on the trampoline's; an explicit
+// trampoline mode is refused there. A launched program is stopped before
+// its loader turns them on, so auto also prefers instruction mode in
+// objects marked for shadow stacks on a kernel that supports them; a
+// function it cannot analyse there still gets a trampoline, which a thread
+// found with shadow stacks at its entry never takes (shadow_stack_at_entry).
+Result<PtraceEngine::ExitMechanism> PtraceEngine::return_mechanism(const elf::Binary& binary, pid_t pid,
+                                                                   pid_t tid) {
+    if (request_.return_mode == ReturnMode::Instructions) return ExitMechanism::Instructions;
+    if (proc::thread_has_shadow_stack(pid, tid)) {
+        if (request_.return_mode == ReturnMode::Trampoline)
+            return Error("thread " + std::to_string(tid) +
+                         " has hardware shadow stacks (shstk in /proc/PID/status): a return trampoline would "
+                         "crash it; use --return-mode=insn");
+        return ExitMechanism::Instructions;
     }
+    if (request_.return_mode == ReturnMode::Trampoline) return ExitMechanism::Trampoline;
     if (Elf* elf = binary.elf()) {
         size_t strings = 0;
         if (elf_getshdrstrndx(elf, &strings) == 0) {
@@ -1498,11 +1557,14 @@ bool PtraceEngine::by_instructions(const elf::Binary& binary) {
                 const char* name = elf_strptr(elf, strings, header.sh_name);
                 if (name &&
                     (std::strcmp(name, ".go.buildinfo") == 0 || std::strcmp(name, ".note.go.buildid") == 0))
-                    return true;
+                    return ExitMechanism::Instructions;
             }
         }
     }
-    return !binary.find_functions("runtime.main").empty();
+    if (!binary.find_functions("runtime.main").empty()) return ExitMechanism::Instructions;
+    if (proc::kernel_has_user_shadow_stacks() && binary.marks_shadow_stack())
+        return ExitMechanism::InstructionsWhereProven;
+    return ExitMechanism::Trampoline;
 }
 
 Result<void> PtraceEngine::insert_return_probe(Process& process, pid_t tid, const probe::Site& site,
@@ -1513,7 +1575,8 @@ Result<void> PtraceEngine::insert_return_probe(Process& process, pid_t tid, cons
     auto rs = std::make_unique<ReturnSite>();
     rs->probe_id = compiled.probe_id;
     rs->function = address;
-    rs->by_instructions = by_instructions(binary);
+    UPROBE_TRY(ExitMechanism mechanism, return_mechanism(binary, process.pid, tid));
+    rs->by_instructions = mechanism != ExitMechanism::Trampoline;
     for (size_t i = 0; i < compiled.programs.size(); ++i) {
         const probe::ArgProgram& program = compiled.programs[i];
         bool at_entry = !program.is_dwarf && program.plain.at_entry;
@@ -1526,7 +1589,18 @@ Result<void> PtraceEngine::insert_return_probe(Process& process, pid_t tid, cons
     rs->needs_entry = !rs->by_instructions || rs->has_entry_programs || timed;
     rs->programs = std::move(compiled.programs);
     if (rs->by_instructions) {
-        UPROBE_CHECK(insert_function_exits(process, tid, site, address - site.vaddr, key, binary, rs.get()));
+        bool unproven = false;
+        auto placed = insert_function_exits(process, tid, site, address - site.vaddr, key, binary, rs.get(),
+                                             &unproven);
+        if (!placed && !(unproven && mechanism == ExitMechanism::InstructionsWhereProven)) return placed.error();
+        if (!placed) {
+            note("return probe " + spec.name + ": no instruction analysis (" + placed.error().message() +
+                 "): a trampoline instead");
+            rs->by_instructions = false;
+            rs->needs_entry = true;
+        }
+    }
+    if (rs->by_instructions) {
         if (!rs->needs_entry) {
             stats_[rs->probe_id].sites++;
             return_sites_.push_back(std::move(rs));
@@ -1555,7 +1629,8 @@ Result<void> PtraceEngine::insert_return_probe(Process& process, pid_t tid, cons
 // when the callee returns, with the callee's value.
 Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, const probe::Site& site,
                                                  uint64_t bias, ObjectKey key, elf::Binary& binary,
-                                                 const ReturnSite* owner) {
+                                                 const ReturnSite* owner, bool* unproven) {
+    *unproven = true;
     if (site.function_size == 0)
         return Error("the size of " + site.function +
                      " is unknown: cannot find its returns; use --return-mode=trampoline");
@@ -1568,7 +1643,13 @@ Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, co
                 parts.push_back({cold->vaddr, *cold_bytes});
         }
     }
-    UPROBE_TRY(FunctionExits exits, find_function_exits(parts, site.function));
+    // Jump tables are read from the file; a PIE's absolute tables are
+    // relocated at load time, so only its relative ones can be read there.
+    ObjectData data;
+    data.read = [&binary](uint64_t vaddr, size_t size) { return binary.code(vaddr, size); };
+    data.relocated = binary.is_pie_or_shared();
+    UPROBE_TRY(FunctionExits exits, find_function_exits(parts, site.function, &data));
+    *unproven = false;
     auto place = [&](uint64_t vaddr, ExitRole role, const ReturnSite* of) -> Result<void> {
         std::optional<std::span<const uint8_t>> code;
         for (size_t length : {arch::kMaxInstructionLength + 1, size_t{8}, size_t{5}, size_t{1}}) {
@@ -1600,9 +1681,10 @@ Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, co
         if (callee && callee->vaddr == jump.target && callee->size) {
             auto callee_bytes = binary.code(callee->vaddr, callee->size);
             auto callee_exits = callee_bytes ? find_function_exits({CodeRange{callee->vaddr, *callee_bytes}},
-                                                                   callee->demangled)
+                                                                   callee->demangled, &data)
                                              : Result<FunctionExits>(callee_bytes.error());
-            if (callee_exits && callee_exits->tail_jumps.empty()) {
+            if (callee_exits && callee_exits->tail_jumps.empty() &&
+                callee_exits->indirect_tail_jumps.empty()) {
                 for (uint64_t ret : callee_exits->returns)
                     UPROBE_CHECK(place(ret, ExitRole::Return, nullptr));
                 followed = true;
@@ -1614,6 +1696,10 @@ Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, co
         UPROBE_CHECK(place(jump.address, followed ? ExitRole::FollowedTailJump : ExitRole::TailJump,
                            owner->needs_entry ? nullptr : owner));
     }
+    // A jump table whose every entry leaves: a tail call to one of several
+    // functions, reported at the jump.
+    for (uint64_t jump : exits.indirect_tail_jumps)
+        UPROBE_CHECK(place(jump, ExitRole::TailJump, owner->needs_entry ? nullptr : owner));
     return {};
 }
 
@@ -1664,6 +1750,16 @@ void PtraceEngine::insert_unwinder_hooks(Process& process, pid_t tid) {
     }
 }
 
+bool PtraceEngine::shadow_stack_at_entry(Thread& thread, const Process& process) {
+    if (!thread.shadow_stack) thread.shadow_stack = proc::thread_has_shadow_stack(process.pid, thread.tid);
+    if (*thread.shadow_stack &&
+        return_notes_.insert("shadow stack " + std::to_string(thread.tid)).second)
+        note("return probes: thread " + std::to_string(thread.tid) +
+             " turned on hardware shadow stacks after the trampolines were placed; its returns are not "
+             "reported (use --return-mode=insn)");
+    return *thread.shadow_stack;
+}
+
 void PtraceEngine::on_return_probe_hit(Thread& thread, Process& process, const Breakpoint& bp,
                                        const user_regs_struct& regs) {
     AddressSpace& space = *process.space;
@@ -1702,9 +1798,23 @@ void PtraceEngine::on_return_probe_hit(Thread& thread, Process& process, const B
         }
         if (bp.returns.front()->by_instructions) {
             space.exit_frames.enter(std::move(frame), bp.address);
+        } else if (trampoline && shadow_stack_at_entry(thread, process)) {
+            // Placed before the thread turned shadow stacks on (a launch
+            // stops before the loader enables them): never hijack its
+            // returns, which would fault.
         } else if (trampoline) {
+            // A stub per return address (near the probed function, where an
+            // XOL area is): the return then needs no register write.
+            const uint64_t near = bp.address;
+            SpaceStubs stubs(space, [&](uint64_t original) -> uint64_t {
+                auto slot = allocate_slot(process, thread.tid, near);
+                if (!slot) return 0;
+                uint8_t code[15] = {kInt3, 0xff, 0x25, 0, 0, 0, 0};  // int3; jmp qword [rip + 0]; .quad original
+                std::memcpy(code + 7, &original, 8);
+                return proc::write_memory(process.pid, *slot, code, sizeof code).ok() ? *slot : 0;
+            });
             auto entered = trampolines_.enter(process.pid, thread.tid, regs.rsp, trampoline, std::move(frame),
-                                              lost_frames_);
+                                              lost_frames_, &stubs);
             if (!entered && return_notes_.insert(entered.error().message()).second)
                 note("return probe: " + entered.error().message() + " (that return is not reported)");
         }
@@ -1750,6 +1860,13 @@ void PtraceEngine::on_trampoline_hit(Thread& thread, Process& process, const use
     auto frames = trampolines_.returned(thread.tid, regs.rsp, &resume_at, lost_frames_);
     if (!process.silent)
         for (const auto& f : frames) emit_return(thread, process, f, regs, true);
+    // A stub jumps on to its return address by itself.
+    const uint64_t stub_goes_to = SpaceStubs(*process.space).original_of(regs.rip - 1);
+    if (!resume_at) resume_at = stub_goes_to;
+    if (resume_at && resume_at == stub_goes_to) {
+        if (!stopping_) resume(thread);
+        return;
+    }
     if (!resume_at) {
         // No record of where this return goes: cannot happen unless the
         // program copied a hijacked return address elsewhere. Running on
@@ -1837,7 +1954,8 @@ void PtraceEngine::restore_return_addresses(pid_t pid) {
         for (pid_t tid : process->threads) {
             auto regs = proc::get_regs(tid);
             user_regs_struct* at = regs ? &*regs : nullptr;
-            if (trampolines_.restore(pid, tid, trampoline, at)) (void)proc::set_regs(tid, *at);
+            SpaceStubs stubs(*process->space);
+            if (trampolines_.restore(pid, tid, trampoline, at, &stubs)) (void)proc::set_regs(tid, *at);
             trampolines_.forget(tid);
         }
     }

@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "arch/x86_64/decode.hpp"
+#include "arch/x86_64/jump_table.hpp"
 
 namespace uprobe::engine {
 namespace {
@@ -63,24 +64,29 @@ void TrampolineStacks::drop_below(Stack& stack, uint64_t rsp, LostFrames& lost, 
 }
 
 Result<void> TrampolineStacks::enter(pid_t pid, pid_t tid, uint64_t rsp, uint64_t trampoline,
-                                     ReturnFrame frame, LostFrames& lost) {
+                                     ReturnFrame frame, LostFrames& lost, ReturnStubs* stubs) {
     Stack& stack = stacks_[tid];
     uint64_t return_address = 0;
     if (!read_word(pid, rsp, &return_address)) return Error("cannot read the return address at " + hex(rsp));
+    const bool hijacked = return_address == trampoline || (stubs && stubs->original_of(return_address));
     // A call wrote a real return address into the slot: a frame recorded
     // for the same slot is gone too (a longjmp left it, the call reused it).
-    drop_below(stack, rsp, lost, return_address != trampoline);
+    drop_below(stack, rsp, lost, !hijacked);
     frame.slot = rsp;
-    if (return_address == trampoline) {
+    if (hijacked) {
         // A tail jump from a probed function: the slot is hijacked already,
         // and its frame returns when this one does.
         if (stack.frames.empty() || stack.frames.back().slot != rsp)
             return Error("return address at " + hex(rsp) + " is the trampoline but no frame owns it");
         frame.shared_slot = true;
         frame.original = stack.frames.back().original;
+        frame.hijack = stack.frames.back().hijack;
     } else {
-        if (!write_word(pid, rsp, trampoline)) return Error("cannot write the return address at " + hex(rsp));
+        uint64_t hijack = stubs ? stubs->stub_for(return_address) : 0;
+        if (!hijack) hijack = trampoline;
+        if (!write_word(pid, rsp, hijack)) return Error("cannot write the return address at " + hex(rsp));
         frame.original = return_address;
+        frame.hijack = hijack;
         stack.abandoned.erase(rsp);
     }
     stack.frames.push_back(std::move(frame));
@@ -118,7 +124,7 @@ void TrampolineStacks::unwinding(pid_t pid, pid_t tid, uint64_t trampoline) {
     if (found == stacks_.end()) return;
     Stack& stack = found->second;
     for (auto& f : stack.frames) {
-        if (!f.shared_slot) put_back(pid, f.slot, f.original, trampoline);
+        if (!f.shared_slot) put_back(pid, f.slot, f.original, f.hijack ? f.hijack : trampoline);
         stack.suspended.push_back(std::move(f));
     }
     stack.frames.clear();
@@ -139,7 +145,7 @@ void TrampolineStacks::caught(pid_t pid, pid_t tid, uint64_t rsp, uint64_t tramp
             // The slot must still hold the address we put back; otherwise
             // the frame is gone and the memory reused.
             if (!read_word(pid, f.slot, &current) || current != f.original ||
-                !write_word(pid, f.slot, trampoline)) {
+                !write_word(pid, f.slot, f.hijack ? f.hijack : trampoline)) {
                 lost.unwound += f.returns.size();
                 continue;
             }
@@ -159,23 +165,29 @@ void TrampolineStacks::caught(pid_t pid, pid_t tid, uint64_t rsp, uint64_t tramp
     stack.frames = std::move(live);
 }
 
-bool TrampolineStacks::restore(pid_t pid, pid_t tid, uint64_t trampoline, user_regs_struct* regs) {
+bool TrampolineStacks::restore(pid_t pid, pid_t tid, uint64_t trampoline, user_regs_struct* regs,
+                               const ReturnStubs* stubs) {
     auto found = stacks_.find(tid);
     bool moved = false;
-    if (regs && regs->rip == trampoline && found != stacks_.end()) {
-        // Stopped on the trampoline after the ret: the slot is popped already.
-        LostFrames ignored;
+    const uint64_t stub_goes_to = regs && stubs ? stubs->original_of(regs->rip) : 0;
+    if (regs && (regs->rip == trampoline || stub_goes_to)) {
+        // Stopped on the trampoline (or a stub) after the ret, before its
+        // int3: the slot is popped already.
         uint64_t resume_at = 0;
-        (void)returned(tid, regs->rsp, &resume_at, ignored);
+        if (found != stacks_.end()) {
+            LostFrames ignored;
+            (void)returned(tid, regs->rsp, &resume_at, ignored);
+            found = stacks_.find(tid);
+        }
+        if (!resume_at) resume_at = stub_goes_to;
         if (resume_at) {
             regs->rip = resume_at;
             moved = true;
         }
-        found = stacks_.find(tid);
     }
     if (found == stacks_.end()) return moved;
     for (const auto& f : found->second.frames)
-        if (!f.shared_slot) put_back(pid, f.slot, f.original, trampoline);
+        if (!f.shared_slot) put_back(pid, f.slot, f.original, f.hijack ? f.hijack : trampoline);
     return moved;
 }
 
@@ -224,7 +236,8 @@ void ExitFrames::jumped_into(uint64_t rsp, uint64_t callee_start, uint64_t calle
     frames_[rsp].push_back(std::move(pending));
 }
 
-Result<FunctionExits> find_function_exits(const std::vector<CodeRange>& parts, const std::string& name) {
+Result<FunctionExits> find_function_exits(const std::vector<CodeRange>& parts, const std::string& name,
+                                          const ObjectData* data) {
     FunctionExits exits;
     if (parts.empty()) return Error(name + " has no code");
     auto inside = [&](uint64_t address) {
@@ -232,32 +245,79 @@ Result<FunctionExits> find_function_exits(const std::vector<CodeRange>& parts, c
             if (address >= part.start && address < part.start + part.code.size()) return true;
         return false;
     };
+    struct Decoded {
+        const CodeRange* part;
+        uint64_t at;
+        arch::BranchInfo branch;
+    };
+    std::vector<Decoded> decoded;
+    std::vector<uint64_t> branch_targets;  // of every direct branch: jump tables need them
+    std::vector<uint64_t> starts_of_all;
     for (const auto& part : parts) {
         UPROBE_TRY(std::vector<uint64_t> starts, arch::instruction_boundaries(part.code, part.start));
         for (uint64_t at : starts) {
-            auto bytes = part.code.subspan(at - part.start);
-            UPROBE_TRY(arch::BranchInfo branch, arch::classify_branch(bytes, at));
-            auto where = [&] {
-                return (&part == &parts.front() ? name : name + ".cold") + "+" +
-                       std::to_string(at - part.start) + " (" + hex(at) + ")";
-            };
-            if (branch.is_ret) {
-                exits.returns.push_back(at);
-                continue;
-            }
-            if (!branch.is_jump) continue;
-            if (branch.is_indirect)
-                return Error("indirect jump at " + where() +
-                             " may leave the function; use --return-mode=trampoline");
-            if (!branch.target) return Error("jump without a target at " + where());
-            if (inside(*branch.target)) continue;
-            if (branch.is_conditional)
-                return Error("conditional jump out of the function at " + where() +
-                             "; use --return-mode=trampoline");
-            exits.tail_jumps.push_back({at, *branch.target});
+            UPROBE_TRY(arch::BranchInfo branch,
+                       arch::classify_branch(part.code.subspan(at - part.start), at));
+            if ((branch.is_jump || branch.is_call) && branch.target) branch_targets.push_back(*branch.target);
+            decoded.push_back({&part, at, branch});
         }
+        starts_of_all.insert(starts_of_all.end(), starts.begin(), starts.end());
     }
-    if (exits.returns.empty() && exits.tail_jumps.empty())
+    std::sort(starts_of_all.begin(), starts_of_all.end());
+    for (const Decoded& d : decoded) {
+        const CodeRange& part = *d.part;
+        const uint64_t at = d.at;
+        const arch::BranchInfo& branch = d.branch;
+        auto where = [&] {
+            return (&part == &parts.front() ? name : name + ".cold") + "+" + std::to_string(at - part.start) +
+                   " (" + hex(at) + ")";
+        };
+        if (branch.is_ret) {
+            exits.returns.push_back(at);
+            continue;
+        }
+        if (!branch.is_jump) continue;
+        if (branch.is_indirect) {
+            auto refuse = [&](const std::string& why) {
+                return Error("indirect jump at " + where() + " may leave the function (" + why +
+                             "); use --return-mode=trampoline");
+            };
+            if (!data || !data->read) return refuse("no jump table analysis here");
+            auto table = arch::find_jump_table(part.code, part.start, at, branch_targets);
+            if (!table) return refuse("not a recognised jump table: " + table.error().message());
+            if (table->form == arch::JumpTable::Form::Absolute && data->relocated)
+                return refuse("its table holds absolute addresses, which the loader relocates");
+            auto bytes = data->read(table->table, table->entries * table->entry_size());
+            if (!bytes) return refuse("its table at " + hex(table->table) + " is not in the file");
+            auto targets = arch::jump_table_targets(*table, *bytes);
+            if (!targets) return refuse(targets.error().message());
+            size_t outside = 0;
+            for (uint64_t target : *targets) {
+                if (!inside(target)) {
+                    ++outside;
+                    continue;
+                }
+                if (!std::binary_search(starts_of_all.begin(), starts_of_all.end(), target))
+                    return refuse("its table sends it to " + hex(target) + ", inside an instruction");
+            }
+            // All inside: a branch like any other. All outside: a computed
+            // tail call, reported at the jump. Both: the jump would need its
+            // target decided at each hit, which is not done.
+            if (outside == targets->size()) {
+                exits.indirect_tail_jumps.push_back(at);
+            } else if (outside != 0) {
+                return refuse("its table has targets both inside and outside the function");
+            }
+            continue;
+        }
+        if (!branch.target) return Error("jump without a target at " + where());
+        if (inside(*branch.target)) continue;
+        if (branch.is_conditional)
+            return Error("conditional jump out of the function at " + where() +
+                         "; use --return-mode=trampoline");
+        exits.tail_jumps.push_back({at, *branch.target});
+    }
+    if (exits.returns.empty() && exits.tail_jumps.empty() && exits.indirect_tail_jumps.empty())
         return Error(name + " never returns (no ret or tail jump)");
     return exits;
 }

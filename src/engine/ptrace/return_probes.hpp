@@ -22,6 +22,7 @@
 #include <sys/user.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -82,6 +83,7 @@ struct ReturnFrame {
     // Instruction mode: rsp at entry.
     uint64_t slot = 0;
     uint64_t original = 0;  // trampoline: the return address we replaced
+    uint64_t hijack = 0;    // trampoline: what we wrote there (the trampoline or a return stub)
     uint64_t entry_ns = 0;  // 0: not known (no entry breakpoint)
     // Trampoline: the function was entered by a tail jump from a probed
     // function, whose frame holds the slot. Instruction mode: the function
@@ -100,17 +102,31 @@ struct LostFrames {
     uint64_t unwound = 0;    // a C++ exception (or another unwinder) passed through
 };
 
+// Return stubs: one small piece of code per original return address
+// (`int3; jmp ORIGINAL`), written over return addresses instead of the
+// one shared trampoline. After its int3 the thread runs on to the original
+// by itself, so the tracer need not move it: one system call less per
+// return. Where there is no stub (none could be made), the trampoline.
+class ReturnStubs {
+public:
+    virtual ~ReturnStubs() = default;
+    // The stub that returns to `original`, made on first use; 0 for none.
+    virtual uint64_t stub_for(uint64_t original) = 0;
+    // The return address the stub at `address` goes to; 0 when it is no stub.
+    virtual uint64_t original_of(uint64_t address) const = 0;
+};
+
 // Per-thread shadow stacks of trampoline mode.
 class TrampolineStacks {
 public:
     // A function with return probes is entered; `rsp` points at its return
     // address. Frames below rsp were abandoned and are dropped first.
-    // Reads [rsp]: the trampoline address there means a tail jump from a
+    // Reads [rsp]: the trampoline or a stub there means a tail jump from a
     // probed function (the frame shares the slot); otherwise it is replaced
-    // by `trampoline`. Fails (and records nothing) when the stack cannot be
-    // read or written.
+    // by its stub from `stubs` (when given and it has one) or `trampoline`.
+    // Fails (and records nothing) when the stack cannot be read or written.
     Result<void> enter(pid_t pid, pid_t tid, uint64_t rsp, uint64_t trampoline, ReturnFrame frame,
-                       LostFrames& lost);
+                       LostFrames& lost, ReturnStubs* stubs = nullptr);
 
     // The trampoline was hit; `rsp` is the thread's rsp after the ret.
     // Returns the frames that returned, innermost first, and the address to
@@ -130,11 +146,12 @@ public:
 
     // Puts every hijacked return address of `tid` back (in the memory of
     // `pid`, which is the thread's process, or a forked copy of it) where
-    // the slot still holds `trampoline`. When `regs` is given and the
-    // thread stands on the trampoline, its rip is moved to the original
-    // return address (written through `*regs`; the caller sets them).
-    // Returns whether `*regs` changed.
-    bool restore(pid_t pid, pid_t tid, uint64_t trampoline, user_regs_struct* regs);
+    // the slot still holds what was written there. When `regs` is given and
+    // the thread stands on the trampoline or a stub (before its int3), its
+    // rip is moved to the original return address (written through
+    // `*regs`; the caller sets them). Returns whether `*regs` changed.
+    bool restore(pid_t pid, pid_t tid, uint64_t trampoline, user_regs_struct* regs,
+                 const ReturnStubs* stubs = nullptr);
 
     void copy_thread(pid_t from, pid_t to) { stacks_[to] = stacks_[from]; }
     void forget(pid_t tid) { stacks_.erase(tid); }
@@ -185,6 +202,17 @@ struct FunctionExits {
         uint64_t target = 0;
     };
     std::vector<Jump> tail_jumps;  // direct jmps whose target is outside the function
+    // Jumps through a jump table whose every entry is outside the function.
+    std::vector<uint64_t> indirect_tail_jumps;
+};
+
+// The object the function is in, for reading its jump tables.
+struct ObjectData {
+    // Bytes of the file at a link-time address; fails outside its contents.
+    std::function<Result<std::span<const uint8_t>>(uint64_t vaddr, size_t size)> read;
+    // Position-independent (ET_DYN): absolute addresses in its data are
+    // relocated at load time, so the file's bytes are not the final ones.
+    bool relocated = false;
 };
 
 // One contiguous part of a function's code: its body, or a part the
@@ -195,10 +223,15 @@ struct CodeRange {
 };
 
 // Decodes every part of a function (`parts[0]` is its body, at its entry)
-// and lists its exits; a jump between parts stays inside. Fails with one
-// line naming the instruction when an exit cannot be proven: an indirect
-// jump (a jump table or a computed tail call), or a conditional jump out of
-// the function.
-Result<FunctionExits> find_function_exits(const std::vector<CodeRange>& parts, const std::string& name);
+// and lists its exits; a jump between parts stays inside. An indirect jump
+// is followed through its jump table (arch/x86_64/jump_table.hpp, the table
+// read from `data`): a table whose entries all stay inside (on instruction
+// boundaries) needs nothing, one whose entries all leave is a tail call.
+// Fails with one line naming the instruction when an exit cannot be
+// proven: any other indirect jump (a computed tail call, a table not
+// recognised, a table with targets on both sides, no `data`), or a
+// conditional jump out of the function.
+Result<FunctionExits> find_function_exits(const std::vector<CodeRange>& parts, const std::string& name,
+                                          const ObjectData* data = nullptr);
 
 }  // namespace uprobe::engine
