@@ -1,7 +1,10 @@
 #!/bin/bash
 # Per-call cost of an entry+return probe pair, as the traced program itself
 # measures it (bench/targets/hotloop times its own loop), for uprobe's ptrace
-# engine in both return-probe modes (trampoline, insn) and, in the same run,
+# engine in both return-probe modes (trampoline, insn), its inline engine
+# (trampolines in the program; the producer's cost, as in bench/inline.sh:
+# records a full ring has no room for are dropped and counted, and the
+# delivered count is printed) and, in the same run,
 # the kernel's uprobe+uretprobe through perf probe + perf record. Two kinds
 # of site, as in bench/trace.sh: one whose first instruction the kernel
 # emulates (`push %rbp`) and one it single-steps (`lea`).
@@ -31,8 +34,9 @@ if [ "$(id -u)" = 0 ] && command -v perf >/dev/null; then
 fi
 [ $kernel_ok = 1 ] || echo "kernel uretprobes: not available (needs root, perf and tracefs); kernel rows skipped"
 
-printf '%-6s %8s %16s %18s %12s %18s %12s\n' site "base ns" "kernel ns/pair" "trampoline ns/pair" "vs kernel" \
-  "insn ns/pair" "vs kernel"
+printf '%-6s %8s %16s %18s %10s %18s %10s %18s %10s\n' site "base ns" "kernel ns/pair" "trampoline ns/pair" \
+  "vs kernel" "insn ns/pair" "vs kernel" "inline ns/pair" "vs kernel"
+inline_note=""
 for site in push lea; do
   base=$("$hotloop" "$site" $((n * 50)) | ns)
   kernel=n/a
@@ -43,13 +47,20 @@ for site in push lea; do
     kernel=$(sub "$k" "$base")
   fi
   row=()
-  for mode in trampoline insn; do
-    u=$("$uprobe" trace --return-mode=$mode -o "$work/events" "e=site_$site a=%di" "r=site_$site%return v=\$retval" \
+  for mode in trampoline insn inline; do
+    engine=(--engine ptrace --return-mode=$mode)
+    [ $mode = inline ] && engine=(--engine inline)
+    u=$("$uprobe" trace "${engine[@]}" -o "$work/events" "e=site_$site a=%di" "r=site_$site%return v=\$retval" \
         -- "$hotloop" "$site" "$n" 2>/dev/null | ns)
     ours=$(sub "$u" "$base")
     events=$(wc -l < "$work/events")
-    [ "$events" = $((2 * n)) ] || echo "warning: $mode delivered $events events for $n entry+return pairs"
+    if [ $mode = inline ]; then
+      inline_note="$inline_note $site: $events of $((2 * n)) events delivered;"
+    elif [ "$events" != $((2 * n)) ]; then
+      echo "warning: $mode delivered $events events for $n entry+return pairs"
+    fi
     row+=("$ours" "$(ratio "$ours" "$kernel")x")
   done
-  printf '%-6s %8s %16s %18s %12s %18s %12s\n' "$site" "$base" "$kernel" "${row[0]}" "${row[1]}" "${row[2]}" "${row[3]}"
+  printf '%-6s %8s %16s %18s %10s %18s %10s %18s %10s\n' "$site" "$base" "$kernel" "${row[@]}"
 done
+echo "inline:$inline_note"
