@@ -166,6 +166,15 @@ inline uint32_t int3_slot_of(uint64_t address, uint32_t capacity) {
     return static_cast<uint32_t>((address * 0x9E3779B97F4A7C15ull) >> 40) % capacity;
 }
 
+// An SDT semaphore the tracer raised (by `raised`): a forked child that is
+// not followed gets it lowered again by the agent's fork handler, before
+// the child runs on, as the ptrace engine does from outside.
+struct SemaphoreEntry {
+    uint64_t address;
+    uint64_t raised;
+};
+constexpr uint32_t kMaxSemaphores = 128;
+
 struct Header {
     uint32_t magic;
     uint32_t abi_version;
@@ -203,7 +212,11 @@ struct Header {
     uint32_t exec_ack;          // futex word
     uint64_t return_trampoline; // 0: no return probes in this process
     uint64_t lost_returns;      // atomic: returns not hooked (no shadow stack, or one full)
+    uint32_t semaphore_count;   // entries of `semaphores` in use
+    uint32_t reserved3;
+    SemaphoreEntry semaphores[kMaxSemaphores];
 };
+static_assert(sizeof(Header) <= 4096, "the header has its own page (Layout::sites_offset)");
 
 struct Layout {
     uint32_t site_capacity;

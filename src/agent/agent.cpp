@@ -535,6 +535,16 @@ void on_sigtrap(int signal, siginfo_t* info, void* context) {
 
 void after_fork_in_child() {
     g_pid = static_cast<uint32_t>(raw_syscall(SYS_getpid));
+    auto* h = reinterpret_cast<Header*>(load(&uprobe_agent_region));
+    if (h && load(&h->enabled) && !h->follow_children) {
+        // Not followed: take back what the tracer raised in our copy.
+        const uint32_t count = load(&h->semaphore_count);
+        for (uint32_t i = 0; i < count && i < kMaxSemaphores; ++i) {
+            auto* value = reinterpret_cast<uint16_t*>(h->semaphores[i].address);
+            const auto raised = static_cast<uint16_t>(h->semaphores[i].raised);
+            if (value && raised) *value = *value >= raised ? static_cast<uint16_t>(*value - raised) : 0;
+        }
+    }
     t_ring = nullptr;  // the parent's ring stays the parent's
     t_tid = static_cast<uint32_t>(raw_syscall(SYS_gettid));
     // The shadow stacks are private memory, copied by fork: this thread's

@@ -84,9 +84,6 @@ protected:
         argv.insert(argv.end(), args.begin(), args.end());
         return argv;
     }
-    // What the inline engine (being written) does not do yet: those cases
-    // skip on it, saying what, until it does.
-    bool inline_gap() const { return GetParam() == "inline"; }
     // A refused request: one line on stderr containing `needle`, a
     // non-zero exit (not a crash), no events.
     void expect_refused(const RunResult& r, const std::string& needle) const {
@@ -120,7 +117,6 @@ TEST_P(CliUsdt, EverySpellingNamesTheSameMarkerAndTheyShareOneSemaphoreIncrement
 }
 
 TEST_P(CliUsdt, GlobsOnProviderAndNameMatchSeveralMarkers) {
-    if (inline_gap()) GTEST_SKIP() << "inline engine, not yet: markers on adjacent one-byte nops (usdt:twice)";
     const std::string t = target_path("usdt_args");
     auto events = tmp_.path("globs.json");
     auto r = run(trace({"--format", "json", "-o", events, "t=sdt:usdt:t* $arg1", "all=sdt:*:*", "--", t, "2"}));
@@ -314,7 +310,6 @@ TEST_P(CliUsdt, UnreadableArgumentSpecIsRefusedAndLeavesTheSemaphoresAlone) {
 }
 
 TEST_P(CliUsdt, ForkChildrenFollowedKeepTheSemaphoreOthersGetItLowered) {
-    if (inline_gap()) GTEST_SKIP() << "inline engine, not yet: lowering the semaphore in an unfollowed fork child";
     const std::string t = target_path("usdt_fork");
     EXPECT_EQ(run({t}).out, "child fired 0 semaphore 0\nparent fired 0 semaphore 0\n");
     // Not followed: the child inherited the raised value and gets it taken
@@ -541,7 +536,6 @@ TEST_P(CliUsdt, LibstdcxxMarkersSameCountsAsBpftrace) {
 // A throwaway cluster in a temporary directory, run by the postgres account
 // on a unix socket there; postgres forks a backend per connection, so -f.
 TEST_P(CliUsdt, PostgresQueryStartCarriesTheQueryText) {
-    if (inline_gap()) GTEST_SKIP() << "inline engine, not yet: postgres's query__start in followed backends";
     std::string bin;
     for (const char* dir : {"/usr/lib/postgresql"}) {
         if (!fs::exists(dir)) continue;

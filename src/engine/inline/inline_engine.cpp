@@ -130,6 +130,7 @@ struct Target {
     uint64_t return_trampoline = 0;              // remote; 0: no return probes yet
     uint64_t shadow_registry = 0;                // remote: the agent's shadow stack list
     std::set<std::pair<dev_t, ino_t>> unwinder_scanned;  // objects searched for unwinder entry points
+    std::set<uint64_t> planned;  // every probe's sites in the objects being placed: no jump may cover one
     ino_t exe_inode = 0;
     dev_t exe_device = 0;
     ino_t agent_inode = 0;  // the agent's file (launch) or memfd (attach) in the target
@@ -174,12 +175,14 @@ private:
     void restore_return_addresses(Target& t);
     void follow_exec(Target& t);
     void bank_counters(Target& t);
+    void share_semaphores(Target& t);
     Result<void> inject_agent(Target& t, pid_t tid);
     Result<uint64_t> remote_call(Target& t, pid_t tid, uint64_t function, uint64_t a1, uint64_t a2);
     Result<void> map_scratch(Target& t, pid_t tid);
     Result<uint64_t> allocate(Target& t, pid_t tid, uint64_t near, uint64_t size);
     Result<void> insert_probe(Target& t, pid_t tid, const Mapping& any, const std::vector<Mapping>& maps,
                               size_t probe_index, const std::vector<uint64_t>& rips);
+    Result<const std::vector<probe::Site>*> sites_of(size_t probe_index, const std::string& path);
     Result<uint64_t> find_handler(Target& t, const std::vector<Mapping>& maps);
     Result<uint64_t> find_agent_symbol(Target& t, const std::vector<Mapping>& maps, const std::string& name,
                                        bool function);
@@ -524,6 +527,17 @@ Result<uint64_t> runtime_address(elf::Binary& binary, const std::vector<Mapping>
     return Error(path_end + " is not mapped where " + hex(vaddr) + " lives");
 }
 
+// Where `site` of the object mapped as `any` is in the process: in one of
+// the object's executable mappings.
+std::optional<uint64_t> site_address(const probe::Site& site, const std::vector<Mapping>& maps, const Mapping& any) {
+    for (const auto& m : maps) {
+        if (m.device != any.device || m.inode != any.inode || !m.exec) continue;
+        if (site.file_offset >= m.file_offset && site.file_offset < m.file_offset + (m.end - m.start))
+            return m.start + (site.file_offset - m.file_offset);
+    }
+    return std::nullopt;
+}
+
 Result<uint64_t> InlineEngine::find_dlopen(Target& t, const std::vector<Mapping>& maps) {
     for (const auto& m : maps) {
         if (!m.exec || m.inode == 0 || m.path.find("/libc.so") == std::string::npos) continue;
@@ -730,6 +744,14 @@ Result<void> InlineEngine::place_new_objects(Target& t, pid_t tid, bool at_start
         mapped.insert({m.device, m.inode});
         if (!t.objects.insert({m.device, m.inode}).second) continue;
         std::string path = proc::host_path(t.pid, m.path);
+        // Every probe's sites first: a jump patch placed for one probe must
+        // not cover the site of another (adjacent SDT nops, say).
+        for (size_t i = 0; i < request_.probes.size(); ++i) {
+            if (!probe_wants(request_.probes[i], t, m, path)) continue;
+            if (auto sites = sites_of(i, path))
+                for (const probe::Site& site : **sites)
+                    if (auto address = site_address(site, maps, m)) t.planned.insert(*address);
+        }
         for (size_t i = 0; i < request_.probes.size(); ++i) {
             if (!probe_wants(request_.probes[i], t, m, path)) continue;
             placed[i] = true;
@@ -901,15 +923,21 @@ void InlineEngine::rescan(Target& t) {
     futex(&t.region->notify_ack, FUTEX_WAKE, INT32_MAX);
 }
 
+// The sites of probe `probe_index` in the object at `path` (resolved once).
+Result<const std::vector<probe::Site>*> InlineEngine::sites_of(size_t probe_index, const std::string& path) {
+    auto cached = site_cache_.find({probe_index, path});
+    if (cached == site_cache_.end()) {
+        UPROBE_TRY(std::vector<probe::Site> sites, resolver_.resolve(request_.probes[probe_index], path));
+        cached = site_cache_.emplace(std::make_pair(probe_index, path), std::move(sites)).first;
+    }
+    return &cached->second;
+}
+
 Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any, const std::vector<Mapping>& maps,
                                         size_t probe_index, const std::vector<uint64_t>& rips) {
     const ProbeSpec& spec = request_.probes[probe_index];
     std::string path = proc::host_path(t.pid, any.path);
-    auto cached = site_cache_.find({probe_index, path});
-    if (cached == site_cache_.end()) {
-        UPROBE_TRY(std::vector<probe::Site> sites, resolver_.resolve(spec, path));
-        cached = site_cache_.emplace(std::make_pair(probe_index, path), std::move(sites)).first;
-    }
+    UPROBE_TRY(const std::vector<probe::Site>* sites, sites_of(probe_index, path));
     UPROBE_TRY(elf::Binary * binary, resolver_.binary(path));
     abi::Header* h = t.region;
     size_t count = 0, int3_sites = 0;
@@ -922,19 +950,16 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
         ++value;
         UPROBE_CHECK(proc::write_memory(t.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
         t.semaphores[semaphore]++;
+        share_semaphores(t);
         return {};
     };
     const bool glob = is_glob_probe(spec);
     size_t skipped = 0;
-    for (const probe::Site& site : cached->second) {
+    for (const probe::Site& site : *sites) {
         auto placed = [&]() -> Result<void> {
-            const Mapping* home = nullptr;
-            for (const auto& m : maps) {
-                if (m.device != any.device || m.inode != any.inode || !m.exec) continue;
-                if (site.file_offset >= m.file_offset && site.file_offset < m.file_offset + (m.end - m.start)) home = &m;
-            }
-            if (!home) return Error("address " + hex(site.vaddr) + " of " + any.path + " is not mapped executable");
-            const uint64_t address = home->start + (site.file_offset - home->file_offset);
+            auto found = site_address(site, maps, any);
+            if (!found) return Error("address " + hex(site.vaddr) + " of " + any.path + " is not mapped executable");
+            const uint64_t address = *found;
             const std::string where = "at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")");
             probe::CompileContext context;
             context.site = &site;
@@ -1023,6 +1048,9 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                     if (auto before = t.first_site_at.lower_bound(address); before != t.first_site_at.begin() &&
                                                                             std::prev(before)->first + 5 > address)
                         no_jump = "too close to another probe site";
+                    if (auto next = t.planned.upper_bound(address);
+                        next != t.planned.end() && *next < address + displaced)
+                        no_jump = "another probe's site is in the bytes a jump would take";
                     for (uint64_t rip : rips)
                         if (rip > address && rip < address + displaced) no_jump = "a thread is stopped inside the bytes";
                 }
@@ -1272,6 +1300,18 @@ Result<int> InlineEngine::run() {
     return root_status_;
 }
 
+// The raised semaphores, for the agent's fork handler (abi.hpp).
+void InlineEngine::share_semaphores(Target& t) {
+    abi::Header* h = t.region;
+    if (!h) return;
+    uint32_t n = 0;
+    for (const auto& [address, raised] : t.semaphores) {
+        if (n == abi::kMaxSemaphores) break;
+        h->semaphores[n++] = abi::SemaphoreEntry{address, raised};
+    }
+    __atomic_store_n(&h->semaphore_count, n, __ATOMIC_RELEASE);
+}
+
 // Moves the sites' counters into stats_ (the region is about to go, or to
 // be reused for a new image) and forgets the sites.
 void InlineEngine::bank_counters(Target& t) {
@@ -1307,7 +1347,9 @@ void InlineEngine::follow_exec(Target& t) {
     t.return_trampoline = 0;
     t.shadow_registry = 0;
     t.unwinder_scanned.clear();
+    t.planned.clear();
     h->return_trampoline = 0;
+    h->semaphore_count = 0;
     __atomic_store_n(&h->site_count, 0, __ATOMIC_RELEASE);
     h->program_count = 0;
     h->int3_count = 0;
@@ -1349,6 +1391,7 @@ void InlineEngine::remove_probes(Target& t) {
         (void)proc::write_memory(t.pid, address, &value, sizeof value);
     }
     t.semaphores.clear();
+    share_semaphores(t);
 }
 
 // Takes the probes out of a live process (threads stopped, so none is in
