@@ -127,16 +127,44 @@ struct SessionOptions {
 using EventCallback = std::function<Action(const Event& event, const Registers& regs)>;
 using HoldCallback = std::function<Release(const Event& event, const HeldThread& held)>;
 using NoteCallback = std::function<void(std::string_view line)>;
+// A process the session has let go of (Action::Detach, Release::Detach or
+// Release::DetachStopped): probes out, no longer traced; with `stopped` it
+// sits in a group-stop at the probe address. Called on the run() thread
+// right after the detach, so this is where a debugger can take it over
+// (serve_gdb, or printing `gdb -p PID`) while the session goes on tracing
+// every other process.
+using ReleasedCallback = std::function<void(pid_t pid, bool stopped)>;
+
+struct GdbServerOptions {
+    // Every other thread of the process stays stopped (in the group-stop
+    // Release::DetachStopped started) until gdb detaches. By default they
+    // run on, and one that reaches a breakpoint gdb set is stepped over it:
+    // gdb's breakpoints, steps and continues apply to the held thread only.
+    // gdb sees the held thread alone either way.
+    bool all_stop = false;
+    // Readable (an eventfd or pipe; -1 for none): end the session early and
+    // cleanly, gdb's breakpoints out and the process detached and running.
+    int quit_fd = -1;
+};
 
 // Serves the GDB remote serial protocol on HOST:PORT (HOST "" means
 // 127.0.0.1; PORT 0 picks a free one, passed to `listening`) for thread
 // `tid` of a process that is stopped and not traced — as
 // Release::DetachStopped leaves it. One gdb connection (`target remote
 // :PORT`): registers (g/G), memory (m/M), software breakpoints (Z0/z0),
-// step, continue, auxv (so gdb relocates a PIE), detach, kill. Returns when
-// gdb detaches, kills or hangs up; the process then runs on untraced.
+// step, continue, ^C, auxv (so gdb relocates a PIE), detach, kill. Returns
+// when gdb detaches, kills or hangs up; the process then runs on untraced.
+// The stub waits for its tracees with __WNOTHREAD, so the calling thread
+// must not have children of its own that others wait for.
 Result<void> serve_gdb(pid_t pid, pid_t tid, const std::string& host, uint16_t port,
-                       const std::function<void(uint16_t port)>& listening);
+                       const std::function<void(uint16_t port)>& listening, const GdbServerOptions& options = {});
+
+// The same in two steps, so that a bad address is reported before anything
+// is held: listen_for_gdb binds and listens (the port actually bound goes
+// to `bound`; the caller owns the returned descriptor), serve_gdb_on takes
+// the process over and serves one connection on it.
+Result<int> listen_for_gdb(const std::string& host, uint16_t port, uint16_t* bound);
+Result<void> serve_gdb_on(int listener, pid_t pid, pid_t tid, const GdbServerOptions& options = {});
 
 class Session {
 public:
@@ -167,6 +195,7 @@ public:
     void on_event(EventCallback callback);
     void on_hold(HoldCallback callback);
     void on_note(NoteCallback callback);  // progress lines ("attached to 42")
+    void on_released(ReleasedCallback callback);
 
     // Launches or attaches and inserts every probe; one clear line on
     // failure, every target left as it was.

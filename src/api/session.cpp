@@ -81,6 +81,7 @@ struct Session::Impl final : engine::EventConsumer {
     EventCallback event_callback;
     HoldCallback hold_callback;
     NoteCallback note_callback;
+    ReleasedCallback released_callback;
     std::unique_ptr<engine::Engine> engine;
     std::unique_ptr<api::GlobalWatcher> watcher;
     bool started = false;
@@ -120,6 +121,9 @@ struct Session::Impl final : engine::EventConsumer {
         case Action::Detach: return engine::HitAction::Detach;
         }
         return engine::HitAction::Continue;
+    }
+    void on_released(pid_t pid, bool stopped) override {
+        if (released_callback) released_callback(pid, stopped);
     }
     engine::HeldOutcome on_hold(const Event& event, const engine::HeldThread& held) override {
         if (!hold_callback) return engine::HeldOutcome::Resume;
@@ -190,6 +194,7 @@ Result<void> Session::set_condition(std::string_view expression) {
 void Session::on_event(EventCallback callback) { impl_->event_callback = std::move(callback); }
 void Session::on_hold(HoldCallback callback) { impl_->hold_callback = std::move(callback); }
 void Session::on_note(NoteCallback callback) { impl_->note_callback = std::move(callback); }
+void Session::on_released(ReleasedCallback callback) { impl_->released_callback = std::move(callback); }
 
 Result<void> Session::start() {
     Impl& s = *impl_;

@@ -2,11 +2,17 @@
 
 #include <fmt/format.h>
 
+#include <sys/eventfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -22,9 +28,84 @@ namespace uprobe::cli {
 namespace {
 
 std::atomic<Session*> g_session{nullptr};
+std::atomic<pid_t> g_server{0};  // the gdb server's process
 
-void request_stop(int) {
-    if (auto* s = g_session.load()) s->stop();
+// The first SIGINT ends the tracing of the other processes; one after that
+// (only gdb's session is left), and SIGTERM, SIGHUP and SIGQUIT at any time,
+// end the gdb server too (it takes gdb's breakpoints out and detaches).
+void request_stop(int signal) {
+    auto* session = g_session.load();
+    if (session) session->stop();
+    if (pid_t server = g_server.load(); server > 0 && (signal != SIGINT || !session)) ::kill(server, SIGTERM);
+}
+
+int g_server_quit_fd = -1;
+void server_quit(int) {
+    uint64_t one = 1;
+    (void)!::write(g_server_quit_fd, &one, sizeof one);
+}
+
+// The gdb server for a released process, in a process of its own: a thread
+// of the tracer would have its tracees' stops taken by the engine's
+// waitpid(-1). Double-forked so the engine never sees it as a child; its
+// one line of outcome comes back through `status_fd` ("" when gdb was
+// served), and end-of-file there means it is gone.
+struct ServerProcess {
+    pid_t pid = 0;
+    int status_fd = -1;
+};
+
+ServerProcess start_server(int listener, pid_t pid, pid_t tid, bool all_stop) {
+    int status[2];
+    if (::pipe2(status, O_CLOEXEC) != 0) return {};
+    pid_t middle = ::fork();
+    if (middle == 0) {
+        ::close(status[0]);
+        pid_t server = ::fork();
+        if (server == 0) {
+            g_server_quit_fd = ::eventfd(0, EFD_CLOEXEC);
+            struct sigaction sa {};
+            sa.sa_handler = server_quit;
+            sigemptyset(&sa.sa_mask);
+            for (int s : {SIGTERM, SIGHUP, SIGQUIT}) sigaction(s, &sa, nullptr);
+            std::signal(SIGINT, SIG_IGN);
+            GdbServerOptions options;
+            options.all_stop = all_stop;
+            options.quit_fd = g_server_quit_fd;
+            auto served = serve_gdb_on(listener, pid, tid, options);
+            std::string outcome = served ? "" : served.error().message();
+            (void)!::write(status[1], outcome.data(), outcome.size());
+            ::_exit(served ? 0 : 1);
+        }
+        (void)!::write(status[1], &server, sizeof server);
+        ::_exit(server > 0 ? 0 : 1);
+    }
+    ::close(status[1]);
+    if (middle < 0) {
+        ::close(status[0]);
+        return {};
+    }
+    while (::waitpid(middle, nullptr, 0) < 0 && errno == EINTR) {}
+    pid_t server = 0;
+    if (::read(status[0], &server, sizeof server) != sizeof server || server <= 0) {
+        ::close(status[0]);
+        return {};
+    }
+    return {server, status[0]};
+}
+
+// Waits until the server has finished; returns its outcome line.
+std::string wait_for_server(const ServerProcess& server) {
+    std::string outcome;
+    char buffer[512];
+    for (;;) {
+        ssize_t n = ::read(server.status_fd, buffer, sizeof buffer);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        outcome.append(buffer, static_cast<size_t>(n));
+    }
+    ::close(server.status_fd);
+    return outcome;
 }
 
 struct NamedRegister {
@@ -168,7 +249,7 @@ int run_hold(const HoldOptions& options) {
     std::signal(SIGPIPE, SIG_IGN);
 
     auto text = sink::make_text_sink(stdout);
-    pid_t serve_pid = 0, serve_tid = 0;  // --gdb-server: the held thread
+    int listener = -1;  // --gdb-server: bound before anything is held
     std::string serve_host;
     uint16_t serve_port = 0;
     if (!options.gdb_server.empty()) {
@@ -179,12 +260,45 @@ int run_hold(const HoldOptions& options) {
         }
         auto number = parse_uint(port);
         if (!number || *number > 65535) return report_usage("--gdb-server: expected [HOST:]PORT, got '" + options.gdb_server + "'");
-        serve_port = static_cast<uint16_t>(*number);
+        auto bound = listen_for_gdb(serve_host, static_cast<uint16_t>(*number), &serve_port);
+        if (!bound) return report_error(bound.error().message());
+        listener = *bound;
+    } else if (options.all_stop) {
+        return report_usage("--all-stop goes with --gdb-server");
     }
+    if (options.verbose)
+        session.on_note([](std::string_view line) {
+            fmt::print("uprobe: {}\n", line);
+            std::fflush(stdout);
+        });
     bool holding = true;  // the next matching hit is held
     bool held_once = false;
-    bool done = false;
-    session.on_event([&](const Event&, const Registers&) { return holding && !done ? Action::Hold : Action::Continue; });
+    bool handed_over = false;  // --gdb, --gdb-server: the others are traced on
+    pid_t hand_pid = 0, hand_tid = 0;
+    ServerProcess server;
+    session.on_event([&](const Event& event, const Registers&) {
+        if (!handed_over) return holding ? Action::Hold : Action::Continue;
+        text->event(event);
+        std::fflush(stdout);
+        return Action::Continue;
+    });
+    session.on_released([&](pid_t pid, bool stopped) {
+        if (pid != hand_pid || !stopped) return;
+        if (options.gdb) {
+            fmt::print("process {} is left stopped at the probe, without probes; debug it with:\n  gdb -p {}\n", pid,
+                       pid);
+        } else {
+            server = start_server(listener, hand_pid, hand_tid, options.all_stop);
+            g_server = server.pid;
+            std::string host = serve_host.empty() ? "127.0.0.1" : serve_host;
+            if (server.pid > 0)
+                fmt::print("gdb server for process {} on {}:{}; connect with:\n  gdb -ex 'target remote {}:{}'\n",
+                           pid, host, serve_port, host, serve_port);
+            else
+                fmt::print(stderr, "uprobe: --gdb-server: cannot start the server: {}\n", std::strerror(errno));
+        }
+        std::fflush(stdout);
+    });
     session.on_hold([&](const Event& event, const HeldThread& held) {
         held_once = true;
         text->event(event);
@@ -194,19 +308,13 @@ int run_hold(const HoldOptions& options) {
         print_backtrace(held);
         if (!event.args.empty()) fmt::print("args:\n");
         print_args(event);
-        if (!options.gdb_server.empty()) {
-            done = true;
-            serve_pid = held.pid;
-            serve_tid = held.tid;
-            session.stop();
-            return Release::DetachStopped;
-        }
-        if (options.gdb) {
-            done = true;
-            fmt::print("process {} is left stopped at the probe, without probes; debug it with:\n  gdb -p {}\n",
-                       held.pid, held.pid);
+        if (options.gdb || listener >= 0) {
+            // Told once the process is detached (on_released): only then
+            // can gdb attach.
+            handed_over = true;
+            hand_pid = held.pid;
+            hand_tid = held.tid;
             std::fflush(stdout);
-            session.stop();
             return Release::DetachStopped;
         }
         for (;;) {
@@ -232,7 +340,7 @@ int run_hold(const HoldOptions& options) {
                 std::fflush(stdout);
                 return Release::Resume;
             } else if (command == "detach" || command == "quit" || command == "q") {
-                done = true;
+                holding = false;
                 session.stop();
                 std::fflush(stdout);
                 return Release::Detach;
@@ -248,19 +356,15 @@ int run_hold(const HoldOptions& options) {
     auto status = session.run();
     g_session = nullptr;
     std::fflush(stdout);
+    if (listener >= 0) ::close(listener);
+    if (server.pid > 0) {
+        // Tracing is over; gdb may still be at work on the held process.
+        std::string outcome = wait_for_server(server);
+        g_server = 0;
+        if (!outcome.empty()) return report_error(outcome);
+    }
     if (!status) return report_error(status.error().message());
     if (!held_once) return report_error("no matching hit before the traced processes ended");
-    if (serve_pid) {
-        // The session has ended: the other processes run on untraced while
-        // gdb has this one (see docs/global.md).
-        auto served = serve_gdb(serve_pid, serve_tid, serve_host, serve_port, [&](uint16_t port) {
-            std::string host = serve_host.empty() ? "127.0.0.1" : serve_host;
-            fmt::print("gdb server for process {} on {}:{}; connect with:\n  gdb -ex 'target remote {}:{}'\n",
-                       serve_pid, host, port, host, port);
-            std::fflush(stdout);
-        });
-        if (!served) return report_error(served.error().message());
-    }
     return 0;
 }
 

@@ -95,6 +95,14 @@ public:
         (void)held;
         return HeldOutcome::Resume;
     }
+    // Called on the engine's thread once a process has been detached for a
+    // HitAction::Detach or a HeldOutcome other than Resume: its probes are
+    // out and ptrace has let go; with `stopped` it sits in its group-stop at
+    // the probe address. Only now can a debugger (or another tracer) attach.
+    virtual void on_released(pid_t pid, bool stopped) {
+        (void)pid;
+        (void)stopped;
+    }
 };
 
 class Engine {

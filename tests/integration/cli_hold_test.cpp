@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <regex>
@@ -176,16 +177,184 @@ TEST(CliHold, GlobalHoldTakesTheFirstMatchingProcess) {
     Background outsider({target_path("global_worker"), "gw_hold_out"});
     ASSERT_TRUE(insider.wait_for_line("ready"));
     ASSERT_TRUE(outsider.wait_for_line("ready"));
-    auto r = run({uprobe_path(), "hold", "-a", probe(), "--comm", "gw_hold_in", "--gdb"});
-    ASSERT_EQ(r.status, 0) << r.describe();
-    EXPECT_NE(r.out.find("gdb -p " + std::to_string(insider.pid())), std::string::npos) << r.describe();
+    Background holder({uprobe_path(), "hold", "-a", probe(), "--comm", "gw_hold_in", "--gdb"});
+    ASSERT_TRUE(holder.wait_for_text("gdb -p " + std::to_string(insider.pid()) + "\n")) << holder.out();
     EXPECT_EQ(status_field(insider.pid(), "State").substr(0, 1), "T");
     EXPECT_EQ(status_field(outsider.pid(), "TracerPid"), "0");
+    // Global mode traces on after the hand-over, until told to quit.
+    holder.signal(SIGINT);
+    auto r = holder.wait();
+    ASSERT_EQ(r.status, 0) << r.describe();
     EXPECT_EQ(r.out.find(" " + std::to_string(outsider.pid()) + "/"), std::string::npos) << r.out;
     insider.signal(SIGKILL);
     outsider.signal(SIGTERM);
     auto w = outsider.wait();
     EXPECT_NE(w.out.find("calls>0=1 bad=0"), std::string::npos) << w.describe();
+}
+
+}  // namespace
+}  // namespace uprobe::test
+
+namespace uprobe::test {
+namespace {
+
+std::string rounds_probe() { return target_path("hold_rounds") + ":round_work round=%di k=%si"; }
+
+struct RoundEvent {
+    pid_t pid;
+    uint64_t address;
+    long round, k;
+};
+
+std::vector<RoundEvent> round_events(const std::string& out) {
+    std::vector<RoundEvent> events;
+    static const std::regex line_re(R"(^\s*\S+\s+(\d+)/\d+\s+\S+: round_work: \((0x[0-9a-f]+)\) round=(\d+) k=(\d+))");
+    for (const auto& line : lines_of(out)) {
+        std::smatch m;
+        if (std::regex_search(line, m, line_re))
+            events.push_back({static_cast<pid_t>(std::stol(m[1])), std::stoull(m[2], nullptr, 16), std::stol(m[3]),
+                              std::stol(m[4])});
+    }
+    return events;
+}
+
+size_t count_of(const std::vector<RoundEvent>& events, pid_t pid) {
+    size_t n = 0;
+    for (const auto& e : events) n += e.pid == pid;
+    return n;
+}
+
+// The byte at `address` in the process, and the byte the file mapped there
+// holds (from /proc/PID/maps: offset into the file), so an int3 left
+// behind shows as a difference.
+std::pair<int, int> memory_and_file_byte(pid_t pid, uint64_t address) {
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    for (std::string line; std::getline(maps, line);) {
+        uint64_t start = 0, end = 0, offset = 0;
+        char perms[8] = {}, path[512] = {};
+        if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %*s %*s %511s", &start, &end, perms, &offset, path) < 5) continue;
+        if (address < start || address >= end) continue;
+        std::ifstream mem("/proc/" + std::to_string(pid) + "/mem", std::ios::binary);
+        mem.seekg(static_cast<std::streamoff>(address));
+        int in_memory = mem.get();
+        std::ifstream file(path, std::ios::binary);
+        file.seekg(static_cast<std::streamoff>(address - start + offset));
+        int in_file = file.get();
+        return {in_memory, in_file};
+    }
+    return {-1, -2};
+}
+
+// hold --global --gdb with three independently started processes: one is
+// held and handed to gdb, the other two stay traced and every one of their
+// hits is printed (three a round, exactly), until the user quits; then no
+// breakpoint is left in either and all three finish intact.
+TEST(CliHold, GlobalGdbHoldKeepsTheOthersTraced) {
+    Background a({target_path("hold_rounds"), "hr_gdb_a"});
+    Background b({target_path("hold_rounds"), "hr_gdb_b"});
+    Background c({target_path("hold_rounds"), "hr_gdb_c"});
+    for (auto* p : {&a, &b, &c}) ASSERT_TRUE(p->wait_for_line("ready"));
+    Background holder({uprobe_path(), "hold", "-a", "-v", rounds_probe(), "--comm", "hr_gdb_*", "--gdb"});
+    for (auto* p : {&a, &b, &c})
+        ASSERT_TRUE(holder.wait_for_text("attached to " + std::to_string(p->pid()) + " ")) << holder.out();
+    a.signal(SIGUSR1);
+    ASSERT_TRUE(holder.wait_for_text("gdb -p " + std::to_string(a.pid()) + "\n")) << holder.out();
+    auto held = round_events(holder.out());
+    ASSERT_EQ(held.size(), 1u) << holder.out();
+    EXPECT_EQ(held[0].pid, a.pid());
+    EXPECT_EQ(held[0].round, 0);
+    EXPECT_EQ(held[0].k, 0);
+    EXPECT_EQ(status_field(a.pid(), "TracerPid"), "0");
+    // The others are traced on while a is held.
+    b.signal(SIGUSR1);
+    ASSERT_TRUE(b.wait_for_line("round 0 done"));
+    c.signal(SIGUSR1);
+    ASSERT_TRUE(c.wait_for_line("round 0 done"));
+    b.signal(SIGUSR1);
+    ASSERT_TRUE(b.wait_for_line("round 1 done"));
+    EXPECT_NE(status_field(b.pid(), "TracerPid"), "0");
+    // gdb finds a at the probe, in round 0's first call.
+    char pc[32];
+    std::snprintf(pc, sizeof pc, "%#lx", static_cast<unsigned long>(held[0].address));
+    auto gdb = run({"gdb", "-nx", "-batch", "-p", std::to_string(a.pid()), "-ex", "p/x $pc", "-ex", "frame 1", "-ex",
+                    "p round", "-ex", "p k"});
+    EXPECT_NE(gdb.out.find(std::string("$1 = ") + pc), std::string::npos) << gdb.describe();
+    EXPECT_NE(gdb.out.find("$2 = 0"), std::string::npos) << gdb.describe();
+    EXPECT_NE(gdb.out.find("$3 = 0"), std::string::npos) << gdb.describe();
+    holder.signal(SIGINT);
+    auto r = holder.wait();
+    ASSERT_EQ(r.status, 0) << r.describe();
+    auto events = round_events(r.out);
+    EXPECT_EQ(count_of(events, a.pid()), 1u) << r.out;
+    EXPECT_EQ(count_of(events, b.pid()), 6u) << r.out;
+    EXPECT_EQ(count_of(events, c.pid()), 3u) << r.out;
+    for (const auto& e : events) EXPECT_TRUE(e.k >= 0 && e.k < 3) << e.k;
+    // No breakpoint left anywhere; every process finishes intact.
+    for (const auto& e : events) {
+        auto [in_memory, in_file] = memory_and_file_byte(e.pid, e.address);
+        EXPECT_EQ(in_memory, in_file) << "process " << e.pid << " at " << std::hex << e.address;
+        EXPECT_NE(in_memory, 0xcc);
+    }
+    EXPECT_EQ(status_field(b.pid(), "TracerPid"), "0");
+    EXPECT_EQ(status_field(c.pid(), "TracerPid"), "0");
+    ::kill(a.pid(), SIGCONT);  // gdb's detach may leave it in its group-stop
+    ASSERT_TRUE(a.wait_for_line("round 0 done"));
+    for (auto* p : {&a, &b, &c}) p->signal(SIGTERM);
+    EXPECT_NE(a.wait().out.find("rounds=1 bad=0"), std::string::npos);
+    EXPECT_NE(b.wait().out.find("rounds=2 bad=0"), std::string::npos);
+    EXPECT_NE(c.wait().out.find("rounds=1 bad=0"), std::string::npos);
+}
+
+// The same with --gdb-server: gdb reads the held process over the remote
+// protocol while the others' hits keep printing; quitting after gdb has
+// detached ends everything with no breakpoint left.
+TEST(CliHold, GlobalGdbServerKeepsTheOthersTraced) {
+    Background a({target_path("hold_rounds"), "hr_srv_a"});
+    Background b({target_path("hold_rounds"), "hr_srv_b"});
+    for (auto* p : {&a, &b}) ASSERT_TRUE(p->wait_for_line("ready"));
+    Background holder(
+        {uprobe_path(), "hold", "-a", "-v", rounds_probe(), "--comm", "hr_srv_*", "--gdb-server", "0"});
+    for (auto* p : {&a, &b})
+        ASSERT_TRUE(holder.wait_for_text("attached to " + std::to_string(p->pid()) + " ")) << holder.out();
+    a.signal(SIGUSR1);
+    ASSERT_TRUE(holder.wait_for_text("target remote 127.0.0.1:")) << holder.out();
+    ASSERT_TRUE(holder.wait_for_text("'\n"));
+    std::smatch m;
+    std::string out = holder.out();
+    ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(target remote 127\.0\.0\.1:(\d+))")));
+    const std::string port = m[1];
+    auto held = round_events(out);
+    ASSERT_EQ(held.size(), 1u) << out;
+    b.signal(SIGUSR1);
+    ASSERT_TRUE(b.wait_for_line("round 0 done"));
+    char pc[32];
+    std::snprintf(pc, sizeof pc, "%#lx", static_cast<unsigned long>(held[0].address));
+    auto gdb = run({"gdb", "-nx", "-batch", "-ex", "file " + target_path("hold_rounds"), "-ex",
+                    "target remote 127.0.0.1:" + port, "-ex", "p/x $pc", "-ex", "frame 1", "-ex", "p round", "-ex",
+                    "p k", "-ex", "detach"});
+    EXPECT_NE(gdb.out.find(std::string("$1 = ") + pc), std::string::npos) << gdb.describe();
+    EXPECT_NE(gdb.out.find("$2 = 0"), std::string::npos) << gdb.describe();
+    EXPECT_NE(gdb.out.find("$3 = 0"), std::string::npos) << gdb.describe();
+    // Detached by gdb, a finishes its round untraced.
+    ASSERT_TRUE(a.wait_for_line("round 0 done"));
+    b.signal(SIGUSR1);
+    ASSERT_TRUE(b.wait_for_line("round 1 done"));
+    holder.signal(SIGINT);
+    auto r = holder.wait();
+    ASSERT_EQ(r.status, 0) << r.describe();
+    auto events = round_events(r.out);
+    EXPECT_EQ(count_of(events, a.pid()), 1u) << r.out;
+    EXPECT_EQ(count_of(events, b.pid()), 6u) << r.out;
+    for (const auto& e : events) {
+        auto [in_memory, in_file] = memory_and_file_byte(e.pid, e.address);
+        EXPECT_EQ(in_memory, in_file) << "process " << e.pid;
+    }
+    for (auto* p : {&a, &b}) {
+        EXPECT_EQ(status_field(p->pid(), "TracerPid"), "0");
+        p->signal(SIGTERM);
+    }
+    EXPECT_NE(a.wait().out.find("rounds=1 bad=0"), std::string::npos);
+    EXPECT_NE(b.wait().out.find("rounds=2 bad=0"), std::string::npos);
 }
 
 }  // namespace

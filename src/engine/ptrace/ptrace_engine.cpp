@@ -960,7 +960,10 @@ void PtraceEngine::handle_trap(Thread& thread) {
         // A hit while one process is being attached or detached cannot
         // start another detach: it runs on through its slot.
         if (outcome != HeldOutcome::Resume && !stopping_) {
-            detach_process(process->pid, thread.tid, bp.address, outcome == HeldOutcome::DetachStopped);
+            const pid_t pid = process->pid;
+            const bool stopped = outcome == HeldOutcome::DetachStopped;
+            detach_process(pid, thread.tid, bp.address, stopped);
+            if (!process_of(pid)) consumer_->on_released(pid, stopped);
             return;
         }
     } else if (!bp.probes.empty() && !process->silent) {
