@@ -162,12 +162,35 @@ public:
             pollfd fds[2] = {{client_, POLLIN, 0}, {quit_fd_, POLLIN, 0}};
             // Stops of traced threads are not pollable (waitpid only), so
             // while any of them runs we look every 2 ms.
-            bool running = held_running_ || !others_.empty();
-            int n = ::poll(fds, quit_fd_ >= 0 ? 2 : 1, running ? 2 : -1);
+            int n = ::poll(fds, quit_fd_ >= 0 ? 2 : 1, anything_running() ? 2 : -1);
             if (n < 0 && errno != EINTR) return;
             if (n > 0 && fds[1].revents) return;
             if (n > 0 && fds[0].revents && !fill()) return;
             reap();
+        }
+    }
+
+    bool finished() const { return finished_; }
+
+    // Whether a traced thread runs (its stops are only seen by reap()).
+    bool anything_running() const {
+        if (held_running_) return true;
+        for (const auto& [t, other] : others_)
+            if (!other.stopped) return true;
+        return false;
+    }
+
+    // Handles whatever the traced threads reported (before gdb connects,
+    // too: the others must not sit in a signal stop meanwhile).
+    void reap() {
+        for (;;) {
+            int status = 0;
+            // __WNOTHREAD: only our own tracees, never another thread's.
+            pid_t t = ::waitpid(-1, &status, __WALL | __WNOTHREAD | WNOHANG);
+            if (t <= 0) return;
+            if (t == tid_) on_held_status(status);
+            else on_other_status(t, status);
+            if (finished_) return;
         }
     }
 
@@ -292,18 +315,6 @@ private:
         held_running_ = false;
         last_signal_ = signal;
         send(stop_reply());
-    }
-
-    void reap() {
-        for (;;) {
-            int status = 0;
-            // __WNOTHREAD: only our own tracees, never another thread's.
-            pid_t t = ::waitpid(-1, &status, __WALL | __WNOTHREAD | WNOHANG);
-            if (t <= 0) return;
-            if (t == tid_) on_held_status(status);
-            else on_other_status(t, status);
-            if (finished_) return;
-        }
     }
 
     void on_held_status(int status) {
@@ -645,8 +656,10 @@ Result<void> serve_gdb_on(int listener, pid_t pid, pid_t tid, const GdbServerOpt
     UniqueFd client;
     while (!client.valid()) {
         pollfd fds[2] = {{listener, POLLIN, 0}, {options.quit_fd, POLLIN, 0}};
-        int n = ::poll(fds, options.quit_fd >= 0 ? 2 : 1, -1);
-        if (n < 0 && errno == EINTR) continue;
+        int n = ::poll(fds, options.quit_fd >= 0 ? 2 : 1, stub.anything_running() ? 2 : -1);
+        stub.reap();
+        if (stub.finished()) return Error("--gdb-server: process " + std::to_string(pid) + " exited");
+        if (n == 0 || (n < 0 && errno == EINTR)) continue;
         if (n < 0) return errno_error("--gdb-server: poll", errno);
         if (fds[1].revents) return {};  // quit before gdb came: the stub lets go
         client.reset(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));

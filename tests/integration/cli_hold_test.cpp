@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <regex>
@@ -356,6 +357,100 @@ TEST(CliHold, GlobalGdbServerKeepsTheOthersTraced) {
     EXPECT_NE(a.wait().out.find("rounds=1 bad=0"), std::string::npos);
     EXPECT_NE(b.wait().out.find("rounds=2 bad=0"), std::string::npos);
 }
+
+}  // namespace
+}  // namespace uprobe::test
+
+namespace uprobe::test {
+namespace {
+
+pid_t other_thread(pid_t pid) {
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+        pid_t tid = static_cast<pid_t>(std::stol(entry.path().filename().string()));
+        if (tid != pid) return tid;
+    }
+    return 0;
+}
+
+// --gdb-server on a two-thread process, main thread held in held_here(7).
+// By default the worker runs while gdb has main (it answers a signal, and
+// passes a breakpoint gdb set); with --all-stop it stays stopped until gdb
+// detaches. gdb sees one thread
+// either way, and `finish` (a breakpoint, continue) returns 7 * 3.
+void serve_two_threads(bool all_stop) {
+    Background target({target_path("hold_threads")});
+    ASSERT_TRUE(target.wait_for_line("ready"));
+    const pid_t worker = other_thread(target.pid());
+    ASSERT_NE(worker, 0);
+    std::vector<std::string> argv = {uprobe_path(),
+                                     "hold",
+                                     "-v",
+                                     "-p",
+                                     std::to_string(target.pid()),
+                                     target_path("hold_threads") + ":held_here n=%di",
+                                     "--gdb-server",
+                                     "0"};
+    if (all_stop) argv.push_back("--all-stop");
+    Background holder(argv);
+    ASSERT_TRUE(holder.wait_for_text("attached to " + std::to_string(target.pid()) + " ")) << holder.out();
+    target.signal(SIGUSR1);
+    ASSERT_TRUE(holder.wait_for_text("target remote 127.0.0.1:")) << holder.out();
+    ASSERT_TRUE(holder.wait_for_text("'\n"));
+    std::smatch m;
+    std::string out = holder.out();
+    ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(target remote 127\.0\.0\.1:(\d+))")));
+    const std::string port = m[1];
+    ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(held_here: \((0x[0-9a-f]+)\) n=7)"))) << out;
+    const std::string pc = m[1];
+    if (all_stop) target.signal(SIGUSR2);
+    const std::string worker_status = "/proc/" + std::to_string(target.pid()) + "/task/" + std::to_string(worker) + "/status";
+    std::vector<std::string> gdb_argv = {"gdb", "-nx", "-batch", "-ex", "file " + target_path("hold_threads"),
+                                         "-ex", "target remote 127.0.0.1:" + port, "-ex", "info threads", "-ex",
+                                         "p/x $pc", "-ex", "p $rdi"};
+    if (!all_stop) {
+        // The worker runs while gdb has main, through a breakpoint gdb put
+        // in its way (inserted at once): the stub steps it over. Its
+        // thread ending is the sign it ran.
+        const std::string task = "/proc/" + std::to_string(target.pid()) + "/task/" + std::to_string(worker);
+        gdb_argv.insert(gdb_argv.end(),
+                        {"-ex", "set breakpoint always-inserted on", "-ex", "break worker_step", "-ex",
+                         "shell kill -USR2 " + std::to_string(target.pid()), "-ex",
+                         "shell while [ -e " + task + " ]; do sleep 0.01; done; echo worker-gone", "-ex", "delete"});
+    }
+    gdb_argv.insert(gdb_argv.end(), {"-ex", "finish"});
+    if (all_stop) {
+        // Counts "T (stopped)" in the worker's state after gdb's continue: 1.
+        gdb_argv.insert(gdb_argv.end(), {"-ex", "shell grep -c 'State:.T (stopped)' " + worker_status});
+    }
+    gdb_argv.insert(gdb_argv.end(), {"-ex", "detach"});
+    auto gdb = run(gdb_argv);
+    EXPECT_NE(gdb.out.find("$1 = " + pc), std::string::npos) << gdb.describe();
+    EXPECT_NE(gdb.out.find("$2 = 7"), std::string::npos) << gdb.describe();
+    EXPECT_NE(gdb.out.find("Value returned is $3 = 21"), std::string::npos) << gdb.describe();
+    // One thread in `info threads`: its line starts with "* 1 ", no "  2 ".
+    EXPECT_NE(gdb.out.find("* 1 "), std::string::npos) << gdb.describe();
+    EXPECT_EQ(gdb.out.find("\n  2 "), std::string::npos) << gdb.describe();
+    if (all_stop) {
+        EXPECT_TRUE(std::regex_search(gdb.out, std::regex(R"((^|\n)1\n)"))) << gdb.describe();
+    } else {
+        EXPECT_NE(gdb.out.find("worker-gone"), std::string::npos) << gdb.describe();
+        EXPECT_EQ(gdb.out.find("Breakpoint 1, "), std::string::npos) << gdb.describe();
+    }
+    auto h = holder.wait();
+    EXPECT_EQ(h.status, 0) << h.describe();
+    EXPECT_EQ(status_field(target.pid(), "TracerPid"), "0");
+    // Main ran on from the held call (21 = 7 * 3), the worker answered
+    // (with --all-stop only after gdb's detach); both finish intact.
+    target.signal(SIGTERM);
+    auto t = target.wait();
+    EXPECT_EQ(t.status, 0) << t.describe();
+    EXPECT_NE(t.out.find("held_here=21\n"), std::string::npos) << t.describe();
+    EXPECT_NE(t.out.find("worker ran\n"), std::string::npos) << t.describe();
+    EXPECT_NE(t.out.find("held=21 worker=1"), std::string::npos) << t.describe();
+}
+
+TEST(CliHold, GdbServerLetsOtherThreadsRun) { serve_two_threads(false); }
+TEST(CliHold, GdbServerAllStopKeepsOtherThreadsStopped) { serve_two_threads(true); }
 
 }  // namespace
 }  // namespace uprobe::test

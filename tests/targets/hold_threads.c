@@ -1,7 +1,8 @@
 // Target for --gdb-server thread tests: main says "ready", waits for
 // SIGUSR1 and then calls held_here(7) (the test holds it there); a second
-// thread waits for SIGUSR2 and says "worker ran" (so a test sees whether
-// it runs while main is held). SIGTERM (after both) ends it with
+// thread waits for SIGUSR2, calls worker_step() and says "worker ran" (so
+// a test sees whether it runs while main is held, and through a
+// breakpoint there). SIGTERM (after both) ends it with
 // "held=N worker=M".
 #include <pthread.h>
 #include <signal.h>
@@ -10,6 +11,7 @@
 static long worker_runs;
 
 __attribute__((noinline)) long held_here(long n) { return n * 3; }
+__attribute__((noinline)) long worker_step(long n) { return n + 1; }
 
 static void* worker(void* arg) {
     (void)arg;
@@ -18,7 +20,7 @@ static void* worker(void* arg) {
     sigaddset(&wanted, SIGUSR2);
     int signal = 0;
     sigwait(&wanted, &signal);
-    worker_runs++;
+    worker_runs = worker_step(worker_runs);
     printf("worker ran\n");
     fflush(stdout);
     return NULL;
