@@ -69,6 +69,13 @@ struct HeldThread {
     Result<void> read(uint64_t address, void* out, size_t size) const;
     // The user stack (libdw's CFI unwinder; see src/stack/unwind.hpp).
     Result<std::vector<StackFrame>> backtrace() const;
+    // A probe argument evaluated at the held pc, as if the probe had named
+    // it: a DWARF variable visible there (`count`, `req->len`, `a[2]`,
+    // `*p`; parameters and locals of the innermost function with their
+    // location at this pc, then the object's globals), `$params`, `$vars`,
+    // or a register/memory fetch (`%di`, `+8(%sp):u64`). One value per
+    // name; a name not in scope fails with the names that are.
+    Result<std::vector<EventArg>> variable(std::string_view expression) const;
 };
 
 // Which processes a global target ever touches. Every given criterion must

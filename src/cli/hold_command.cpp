@@ -195,16 +195,21 @@ void print_variable(const Event& event, const HeldThread& held, const std::strin
             fmt::print("{} = {:#x}\n", name, held.regs.*r.field);
             return;
         }
-    fmt::print("p: '{}' is not an arg of this probe; name it in the probe ('PROBE {}') to read it by its "
-               "DWARF name\n",
-               name, name);
+    auto values = held.variable(name);
+    if (!values) {
+        fmt::print("p: {}\n", values.error().message());
+        return;
+    }
+    for (const auto& value : *values)
+        fmt::print("{} = {}\n", values->size() == 1 ? name : value.name, format_value(value.value));
 }
 
 const char* kHelp =
     "regs            the registers at the probe\n"
     "bt              the backtrace\n"
     "x ADDR [LEN]    LEN bytes of memory at ADDR (a number or $reg; LEN 64 by default)\n"
-    "p NAME          an arg of the probe, or a register ($rdi)\n"
+    "p EXPR          a DWARF variable at the pc (count, req->len, a[2], *p; locals, parameters, globals),\n"
+    "                $params, $vars, an arg of the probe, or a register ($rdi)\n"
     "continue        resume; hold the next matching hit again\n"
     "detach          take the probes out of every process and end (also at end of input)\n";
 
