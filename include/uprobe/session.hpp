@@ -186,8 +186,12 @@ public:
     // callback: the probe goes into every traced process shortly after
     // (ptrace engine; insertion failures arrive as notes).
     Result<uint32_t> add_probe(std::string_view spec);
-    // Stops delivering the probe's events at once, also while running; its
-    // breakpoints come out when the session ends.
+    // Stops delivering the probe's events at once, also while running,
+    // from any thread or a callback. With the ptrace engine its breakpoints
+    // come out of every traced process shortly after (before the engine's
+    // next wait; a note "probe NAME: removed from N sites" says when), and
+    // it goes into no process or library from then on; return probes, and
+    // the inline engine, keep their breakpoints until the session ends.
     Result<void> remove_probe(uint32_t id);
     Result<void> add_target(Target target);
 

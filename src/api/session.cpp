@@ -223,8 +223,14 @@ Result<uint32_t> Session::add_probe(std::string_view spec) {
 }
 
 Result<void> Session::remove_probe(uint32_t id) {
-    if (id >= impl_->probes.size()) return Error("no probe with id " + std::to_string(id));
-    impl_->removed[id].store(true);
+    {
+        std::lock_guard lock(impl_->probes_mutex);
+        if (id >= impl_->probes.size()) return Error("no probe with id " + std::to_string(id));
+        if (impl_->removed[id].exchange(true)) return {};
+    }
+    // The engine takes its breakpoints out too where it can (ptrace); the
+    // inline engine keeps them until the end, delivering nothing.
+    if (impl_->started && impl_->engine) (void)impl_->engine->remove_probe(id);
     return {};
 }
 
@@ -312,7 +318,13 @@ Result<void> Session::start() {
         s.engine = engine::make_ptrace_engine();
         UPROBE_CHECK(s.engine->start(request, s));
     }
-    s.started = true;
+    {
+        std::lock_guard lock(s.probes_mutex);
+        s.started = true;
+        // Removed before start: out again before anything is delivered.
+        for (size_t id = 0; id < s.removed.size(); ++id)
+            if (s.removed[id].load()) (void)s.engine->remove_probe(static_cast<uint32_t>(id));
+    }
     s.global = global != nullptr;
     if (global) {
         s.watcher = std::make_unique<api::GlobalWatcher>(*s.engine, s.probes, global->filter,

@@ -144,6 +144,17 @@ public:
         return Error("this engine cannot add probes while tracing");
     }
 
+    // Takes probe `id` out while run() runs (or before): callable from any
+    // thread; on the engine's thread its breakpoints come out of every
+    // traced process (the original bytes back where no other probe shares
+    // the address) and it goes into no process or object from then on.
+    // A note says when it is done. Return probes keep their breakpoints
+    // until the end (only their events stop, in the caller).
+    virtual Result<void> remove_probe(uint32_t id) {
+        (void)id;
+        return Error("this engine cannot remove probes while tracing");
+    }
+
     virtual std::vector<ProbeStats> stats() const = 0;
     // Every process ever traced (including followed children), for the
     // exit summary.
