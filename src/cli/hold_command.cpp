@@ -279,9 +279,14 @@ int run_hold(const HoldOptions& options) {
     bool holding = true;  // the next matching hit is held
     bool held_once = false;
     bool handed_over = false;  // --gdb, --gdb-server: the others are traced on
+    bool released = false;     // the engine let go of the handed-over process
     pid_t hand_pid = 0, hand_tid = 0;
     ServerProcess server;
     session.on_event([&](const Event& event, const Registers&) {
+        // The engine releases a process right after its hold; one that is
+        // still here was not released (a hit while another process was
+        // being attached runs on): hold again.
+        if (handed_over && !released) handed_over = false;
         if (!handed_over) return holding ? Action::Hold : Action::Continue;
         text->event(event);
         std::fflush(stdout);
@@ -289,6 +294,7 @@ int run_hold(const HoldOptions& options) {
     });
     session.on_released([&](pid_t pid, bool stopped) {
         if (pid != hand_pid || !stopped) return;
+        released = true;
         if (options.gdb) {
             fmt::print("process {} is left stopped at the probe, without probes; debug it with:\n  gdb -p {}\n", pid,
                        pid);
