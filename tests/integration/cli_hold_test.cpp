@@ -253,11 +253,13 @@ std::pair<int, int> memory_and_file_byte(pid_t pid, uint64_t address) {
 // hits is printed (three a round, exactly), until the user quits; then no
 // breakpoint is left in either and all three finish intact.
 TEST(CliHold, GlobalGdbHoldKeepsTheOthersTraced) {
-    Background a({target_path("hold_rounds"), "hr_gdb_a"});
-    Background b({target_path("hold_rounds"), "hr_gdb_b"});
-    Background c({target_path("hold_rounds"), "hr_gdb_c"});
+    // Names of this run's own (another run of this test may be under way).
+    const std::string comm = "hrg" + std::to_string(::getpid());
+    Background a({target_path("hold_rounds"), comm + "a"});
+    Background b({target_path("hold_rounds"), comm + "b"});
+    Background c({target_path("hold_rounds"), comm + "c"});
     for (auto* p : {&a, &b, &c}) ASSERT_TRUE(p->wait_for_line("ready"));
-    Background holder({uprobe_path(), "hold", "-a", "-v", rounds_probe(), "--comm", "hr_gdb_*", "--gdb"});
+    Background holder({uprobe_path(), "hold", "-a", "-v", rounds_probe(), "--comm", comm + "?", "--gdb"});
     for (auto* p : {&a, &b, &c})
         ASSERT_TRUE(holder.wait_for_text("attached to " + std::to_string(p->pid()) + " ")) << holder.out();
     a.signal(SIGUSR1);
@@ -312,11 +314,11 @@ TEST(CliHold, GlobalGdbHoldKeepsTheOthersTraced) {
 // protocol while the others' hits keep printing; quitting after gdb has
 // detached ends everything with no breakpoint left.
 TEST(CliHold, GlobalGdbServerKeepsTheOthersTraced) {
-    Background a({target_path("hold_rounds"), "hr_srv_a"});
-    Background b({target_path("hold_rounds"), "hr_srv_b"});
+    const std::string comm = "hrs" + std::to_string(::getpid());
+    Background a({target_path("hold_rounds"), comm + "a"});
+    Background b({target_path("hold_rounds"), comm + "b"});
     for (auto* p : {&a, &b}) ASSERT_TRUE(p->wait_for_line("ready"));
-    Background holder(
-        {uprobe_path(), "hold", "-a", "-v", rounds_probe(), "--comm", "hr_srv_*", "--gdb-server", "0"});
+    Background holder({uprobe_path(), "hold", "-a", "-v", rounds_probe(), "--comm", comm + "?", "--gdb-server", "0"});
     for (auto* p : {&a, &b})
         ASSERT_TRUE(holder.wait_for_text("attached to " + std::to_string(p->pid()) + " ")) << holder.out();
     a.signal(SIGUSR1);
