@@ -143,15 +143,19 @@ using NoteCallback = std::function<void(std::string_view line)>;
 using ReleasedCallback = std::function<void(pid_t pid, bool stopped)>;
 
 struct GdbServerOptions {
-    // Every other thread of the process stays stopped (in the group-stop
-    // Release::DetachStopped started) until gdb detaches. By default they
-    // run on, and one that reaches a breakpoint gdb set is stepped over it:
-    // gdb's breakpoints, steps and continues apply to the held thread only.
-    // gdb sees the held thread alone either way.
+    // gdb sees every thread of the process, all-stop: all stopped while gdb
+    // has control, all resumed by a continue, all stopped again when one
+    // stops for gdb (docs/global.md). By default gdb sees the held thread
+    // alone and the others run on; one that reaches a breakpoint gdb set
+    // is stepped over it: gdb's breakpoints, steps and continues apply to
+    // the held thread only.
     bool all_stop = false;
     // Readable (an eventfd or pipe; -1 for none): end the session early and
     // cleanly, gdb's breakpoints out and the process detached and running.
     int quit_fd = -1;
+    // Called once the stub has taken the process over (every thread it
+    // traces seized and stopped), before it waits for gdb's connection.
+    std::function<void()> taken_over;
 };
 
 // Serves the GDB remote serial protocol on HOST:PORT (HOST "" means

@@ -4,12 +4,14 @@
 // detach. The process must not be traced (Release::DetachStopped leaves it
 // so); the stub becomes its tracer for the session.
 //
-// gdb sees one thread, the held one, in both modes. By default the other
-// threads run: the stub traces them too, only so that one of them reaching
-// a breakpoint gdb set is stepped over it (gdb's breakpoints apply to the
-// held thread) and so that they can be stopped for a clean detach. With
-// all_stop they stay in the group-stop Release::DetachStopped started until
-// gdb detaches.
+// By default gdb sees one thread, the held one, and the other threads run:
+// the stub traces them too, only so that one of them reaching a breakpoint
+// gdb set is stepped over it (gdb's breakpoints apply to the held thread)
+// and so that they can be stopped for a clean detach. With all_stop gdb
+// sees every thread, all-stop style: all stopped while gdb has control
+// (registers of any, `thread N`), all resumed by a continue, all stopped
+// again when one of them stops (a breakpoint of gdb's in any thread, a
+// signal of the held one, ^C); a step moves only the thread stepped.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -109,7 +111,7 @@ void apply_registers(const std::vector<uint8_t>& bytes, user_regs_struct& r) {
 class Stub {
 public:
     Stub(pid_t pid, pid_t tid, const GdbServerOptions& options)
-        : pid_(pid), tid_(tid), all_stop_(options.all_stop), quit_fd_(options.quit_fd) {}
+        : pid_(pid), tid_(tid), all_stop_(options.all_stop), quit_fd_(options.quit_fd), current_(tid) {}
 
     // Takes the process over from its group-stop: the held thread (and, by
     // default, every other thread) seized and stopped; then, by default,
@@ -124,7 +126,6 @@ public:
             held_gone_ = true;
             return Error("process " + std::to_string(pid_) + " exited");
         }
-        if (all_stop_) return {};
         for (bool grew = true; grew;) {
             grew = false;
             auto tids = proc::list_threads(pid_);
@@ -137,9 +138,13 @@ public:
             }
         }
         for (auto it = others_.begin(); it != others_.end();) {
+            it->second.stopped = true;
             if (wait_stopped(it->first)) ++it;
             else it = others_.erase(it);
         }
+        // all_stop: they stay stopped until gdb continues; the group-stop
+        // ends at the detach.
+        if (all_stop_) return {};
         // Ends the group-stop, so the others run once resumed and nothing
         // puts them back into it when we detach. The SIGCONT itself is then
         // reported by whichever thread takes it; it is passed on unseen.
@@ -174,7 +179,7 @@ public:
 
     // Whether a traced thread runs (its stops are only seen by reap()).
     bool anything_running() const {
-        if (held_running_) return true;
+        if (held_running_ || awaiting_) return true;
         for (const auto& [t, other] : others_)
             if (!other.stopped) return true;
         return false;
@@ -286,7 +291,13 @@ private:
 
     std::string stop_reply() {
         char text[64];
-        std::snprintf(text, sizeof text, "T%02xthread:%x;", last_signal_ ? last_signal_ : SIGTRAP, tid_);
+        std::snprintf(text, sizeof text, "T%02xthread:%x;", last_signal_ ? last_signal_ : SIGTRAP, current_);
+        return text;
+    }
+
+    static std::string fmt_thread(pid_t t) {
+        char text[24];
+        std::snprintf(text, sizeof text, ",%x", t);
         return text;
     }
 
@@ -305,22 +316,106 @@ private:
 
     // Step or continue: the reply comes from reap() when the thread stops.
     void run(bool step) {
+        if (all_stop_) {
+            pid_t thread = cont_ > 0 && (cont_ == tid_ || others_.count(cont_)) ? cont_ : current_;
+            if (step && thread != tid_) {
+                // Only this thread moves.
+                Other& other = others_[thread];
+                if (::ptrace(PTRACE_SINGLESTEP, thread, nullptr,
+                             reinterpret_cast<void*>(static_cast<intptr_t>(std::exchange(other.pending, 0)))) != 0) {
+                    send("E01");
+                    return;
+                }
+                other.stopped = false;
+                stepping_other_ = thread;
+                awaiting_ = true;
+                return;
+            }
+            if (!step)
+                for (auto& [t, other] : others_) resume_other(t, std::exchange(other.pending, 0));
+        }
         int deliver = pending_signal_;
         pending_signal_ = 0;
         stepping_ = step;
-        if (!resume_held(deliver)) send("E01");
+        if (!resume_held(deliver)) {
+            send("E01");
+            return;
+        }
+        awaiting_ = true;
     }
 
     void stopped_held(int signal) {
         held_running_ = false;
+        report_stop(tid_, signal);
+    }
+
+    // The stop reply gdb waits for; all_stop: every other thread stopped first.
+    void report_stop(pid_t thread, int signal) {
+        awaiting_ = false;
         last_signal_ = signal;
+        current_ = thread;
+        general_ = 0;
+        stop_all();
         send(stop_reply());
+    }
+
+    // all_stop: interrupts every running thread and waits until each has
+    // stopped; a trap at one of gdb's breakpoints is undone (rip back,
+    // nothing delivered: it traps again when resumed), other signals wait
+    // to be delivered at the next resume.
+    void stop_all() {
+        if (!all_stop_) return;
+        if (held_running_) (void)proc::interrupt(tid_);
+        for (auto& [t, other] : others_)
+            if (!other.stopped) (void)proc::interrupt(t);
+        auto undo_trap = [&](pid_t t, int& signal) {
+            if (signal != SIGTRAP) return;
+            auto regs = proc::get_regs(t);
+            if (regs && breakpoints_.count(regs->rip - 1)) (void)proc::set_rip(t, regs->rip - 1);
+            signal = 0;  // a trap of ours (breakpoint or step): nothing to deliver
+        };
+        for (;;) {
+            bool waiting = held_running_ && !held_gone_;
+            for (auto& [t, other] : others_) waiting |= !other.stopped;
+            if (!waiting) return;
+            int status = 0;
+            pid_t t = ::waitpid(-1, &status, __WALL | __WNOTHREAD);
+            if (t < 0 && errno == EINTR) continue;
+            if (t < 0) return;
+            bool gone = WIFEXITED(status) || WIFSIGNALED(status);
+            int event = status >> 16;
+            int signal = gone || event != 0 ? 0 : WSTOPSIG(status);
+            if (t == tid_) {
+                held_running_ = false;
+                held_gone_ |= gone;
+                undo_trap(t, signal);
+                if (signal) pending_signal_ = signal;
+                continue;
+            }
+            if (gone) {
+                others_.erase(t);
+                continue;
+            }
+            if (event == PTRACE_EVENT_CLONE)
+                if (auto child = proc::event_message(t)) others_[*child];  // its first stop comes too
+            Other& other = others_[t];
+            other.stopped = true;
+            undo_trap(t, signal);
+            if (signal) other.pending = signal;
+        }
+    }
+
+    pid_t registers_thread() const {
+        if (!all_stop_) return tid_;
+        if (general_ > 0 && (general_ == tid_ || others_.count(general_))) return general_;
+        return current_;
     }
 
     void on_held_status(int status) {
         if (WIFEXITED(status) || WIFSIGNALED(status)) {
             // The held thread is gone: so is the process, or gdb's thread.
-            if (held_running_) send(WIFEXITED(status) ? fmt_exit('W', WEXITSTATUS(status)) : fmt_exit('X', WTERMSIG(status)));
+            if (awaiting_) send(WIFEXITED(status) ? fmt_exit('W', WEXITSTATUS(status)) : fmt_exit('X', WTERMSIG(status)));
+            awaiting_ = false;
             held_running_ = false;
             held_gone_ = true;
             finished_ = true;
@@ -362,6 +457,10 @@ private:
         other.stopped = true;
         int signal = WSTOPSIG(status);
         int event = status >> 16;
+        if (all_stop_) {
+            on_other_status_all_stop(t, signal, event);
+            return;
+        }
         if (event == PTRACE_EVENT_CLONE) {
             if (auto child = proc::event_message(t)) others_[*child];
             resume_other(t, 0);
@@ -379,6 +478,42 @@ private:
         } else {
             resume_other(t, signal);
         }
+    }
+
+    // all_stop: the other threads run only while gdb waits for a stop.
+    void on_other_status_all_stop(pid_t t, int signal, int event) {
+        const bool stepped = t == stepping_other_;
+        if (event == PTRACE_EVENT_CLONE) {
+            if (auto child = proc::event_message(t)) others_[*child];
+            if (stepped) {
+                if (::ptrace(PTRACE_SINGLESTEP, t, nullptr, nullptr) == 0) others_[t].stopped = false;
+            } else if (awaiting_) {
+                resume_other(t, 0);
+            }
+            return;
+        }
+        if (event != 0) {
+            // A new thread's first stop, or a group-stop: it runs when the others do.
+            if (awaiting_ && !stepped && stepping_other_ == 0) resume_other(t, 0);
+            return;
+        }
+        if (signal == SIGTRAP) {
+            auto regs = proc::get_regs(t);
+            const bool at_breakpoint = !stepped && regs && breakpoints_.count(regs->rip - 1);
+            if (stepped || at_breakpoint) {
+                if (at_breakpoint) (void)proc::set_rip(t, regs->rip - 1);
+                stepping_other_ = 0;
+                report_stop(t, SIGTRAP);
+                return;
+            }
+        }
+        if (stepped) {
+            // A signal before the step: delivered with it.
+            if (::ptrace(PTRACE_SINGLESTEP, t, nullptr, reinterpret_cast<void*>(static_cast<intptr_t>(signal))) == 0)
+                others_[t].stopped = false;
+            return;
+        }
+        resume_other(t, signal);  // the program's own signals are not gdb's business here
     }
 
     // Runs thread `t` (not gdb's) over the breakpoint at `address`: the
@@ -494,12 +629,12 @@ private:
             if (held_running_) {
                 interrupt_requested_ = true;
                 (void)proc::interrupt(tid_);
-            } else {
+            } else if (!awaiting_) {
                 send(stop_reply());
             }
             return true;
         }
-        if (held_running_) return true;  // all-stop protocol: nothing else until the stop reply
+        if (awaiting_) return true;  // all-stop protocol: nothing else until the stop reply
         char kind = packet.empty() ? 0 : packet[0];
         std::string_view rest = std::string_view(packet).substr(packet.empty() ? 0 : 1);
         if (starts_with(packet, "qSupported")) {
@@ -509,35 +644,48 @@ private:
             ack_ = false;
         } else if (packet == "?") {
             send(stop_reply());
-        } else if (kind == 'H' || packet == "QThreadEvents:0") {
+        } else if (kind == 'H') {
+            // Hg: whose registers; Hc: which thread a step moves. -1 or 0: any.
+            pid_t thread = 0;
+            if (packet.size() > 2 && packet[2] != '-')
+                if (auto id = hex_number(std::string_view(packet).substr(2))) thread = static_cast<pid_t>(*id);
+            if (packet.size() > 1 && packet[1] == 'g') general_ = thread;
+            if (packet.size() > 1 && packet[1] == 'c') cont_ = thread;
+            send("OK");
+        } else if (packet == "QThreadEvents:0") {
             send("OK");
         } else if (packet == "qC") {
             char text[32];
-            std::snprintf(text, sizeof text, "QC%x", tid_);
+            std::snprintf(text, sizeof text, "QC%x", current_);
             send(text);
         } else if (packet == "qAttached") {
             send("1");
         } else if (packet == "qfThreadInfo") {
             char text[32];
             std::snprintf(text, sizeof text, "m%x", tid_);
-            send(text);
+            std::string list = text;
+            for (const auto& [t, other] : others_)
+                if (all_stop_) list += fmt_thread(t);
+            send(list);
         } else if (packet == "qsThreadInfo") {
             send("l");
         } else if (starts_with(packet, "qXfer:auxv:read::")) {
             send(read_auxv(std::string_view(packet).substr(17)));
         } else if (kind == 'T') {
-            send("OK");  // the one thread is alive
+            auto id = hex_number(rest);
+            bool known = id && (pid_t(*id) == tid_ || (all_stop_ && others_.count(pid_t(*id))));
+            send(known ? "OK" : "E01");
         } else if (packet == "g") {
-            auto regs = proc::get_regs(tid_);
+            auto regs = proc::get_regs(registers_thread());
             send(regs ? registers_packet(*regs) : "E01");
         } else if (kind == 'G') {
             std::vector<uint8_t> bytes;
-            auto regs = proc::get_regs(tid_);
+            auto regs = proc::get_regs(registers_thread());
             if (!regs || !from_hex(rest, bytes)) {
                 send("E01");
             } else {
                 apply_registers(bytes, *regs);
-                send(proc::set_regs(tid_, *regs) ? "OK" : "E01");
+                send(proc::set_regs(registers_thread(), *regs) ? "OK" : "E01");
             }
         } else if (kind == 'm') {
             auto comma = rest.find(',');
@@ -590,7 +738,10 @@ private:
             run(kind == 's');
         } else if (kind == 'C' || kind == 'S') {
             auto signal = hex_number(rest.substr(0, rest.find(';')));
-            pending_signal_ = signal ? static_cast<int>(*signal) : 0;
+            int deliver = signal ? static_cast<int>(*signal) : 0;
+            pid_t thread = all_stop_ && cont_ > 0 && others_.count(cont_) ? cont_ : tid_;
+            if (thread == tid_) pending_signal_ = deliver;
+            else others_[thread].pending = deliver;
             run(kind == 'S');
         } else if (kind == 'D') {
             send("OK");
@@ -617,6 +768,11 @@ private:
     bool taken_ = false;
     bool finished_ = false;
     bool held_running_ = false;
+    bool awaiting_ = false;     // gdb waits for a stop reply
+    pid_t current_;             // the thread of the last stop reply
+    pid_t general_ = 0;         // Hg (0: current_)
+    pid_t cont_ = 0;            // Hc (0: current_)
+    pid_t stepping_other_ = 0;  // all_stop: a thread other than the held one being stepped
     bool held_gone_ = false;
     bool stepping_ = false;
     bool interrupt_requested_ = false;
@@ -653,6 +809,7 @@ Result<int> listen_for_gdb(const std::string& host, uint16_t port, uint16_t* bou
 Result<void> serve_gdb_on(int listener, pid_t pid, pid_t tid, const GdbServerOptions& options) {
     Stub stub(pid, tid, options);
     UPROBE_CHECK(stub.take_over().context("--gdb-server"));
+    if (options.taken_over) options.taken_over();
     UniqueFd client;
     while (!client.valid()) {
         pollfd fds[2] = {{listener, POLLIN, 0}, {options.quit_fd, POLLIN, 0}};

@@ -47,9 +47,11 @@ void server_quit(int) {
 
 // The gdb server for a released process, in a process of its own: a thread
 // of the tracer would have its tracees' stops taken by the engine's
-// waitpid(-1). Double-forked so the engine never sees it as a child; its
-// one line of outcome comes back through `status_fd` ("" when gdb was
-// served), and end-of-file there means it is gone.
+// waitpid(-1). Double-forked so the engine never sees it as a child. Its
+// pipe `status_fd` carries its pid (from the middle process), a NUL byte
+// once it has taken the process over, then its one line of outcome ("" when
+// gdb was served) — or that line at once when taking over failed —, and
+// end-of-file when it is gone.
 struct ServerProcess {
     pid_t pid = 0;
     int status_fd = -1;
@@ -72,6 +74,7 @@ ServerProcess start_server(int listener, pid_t pid, pid_t tid, bool all_stop) {
             GdbServerOptions options;
             options.all_stop = all_stop;
             options.quit_fd = g_server_quit_fd;
+            options.taken_over = [&] { (void)!::write(status[1], "", 1); };
             auto served = serve_gdb_on(listener, pid, tid, options);
             std::string outcome = served ? "" : served.error().message();
             (void)!::write(status[1], outcome.data(), outcome.size());
@@ -92,6 +95,20 @@ ServerProcess start_server(int listener, pid_t pid, pid_t tid, bool all_stop) {
         return {};
     }
     return {server, status[0]};
+}
+
+// Waits until the server has the process (then gdb finds every thread as
+// the stub presents it); "" then, else why it failed.
+std::string wait_for_take_over(const ServerProcess& server) {
+    char first = 0;
+    ssize_t n;
+    while ((n = ::read(server.status_fd, &first, 1)) < 0 && errno == EINTR) {}
+    if (n == 1 && first == '\0') return "";
+    std::string why = n == 1 ? std::string(1, first) : std::string();
+    char buffer[512];
+    while ((n = ::read(server.status_fd, buffer, sizeof buffer)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) why.append(buffer, static_cast<size_t>(n));
+    return why.empty() ? "the server ended" : why;
 }
 
 // Waits until the server has finished; returns its outcome line.
@@ -282,6 +299,7 @@ int run_hold(const HoldOptions& options) {
     bool released = false;     // the engine let go of the handed-over process
     pid_t hand_pid = 0, hand_tid = 0;
     ServerProcess server;
+    bool server_failed = false;
     session.on_event([&](const Event& event, const Registers&) {
         // The engine releases a process right after its hold; one that is
         // still here was not released (a hit while another process was
@@ -302,11 +320,16 @@ int run_hold(const HoldOptions& options) {
             server = start_server(listener, hand_pid, hand_tid, options.all_stop);
             g_server = server.pid;
             std::string host = serve_host.empty() ? "127.0.0.1" : serve_host;
-            if (server.pid > 0)
+            std::string failed = server.pid > 0 ? wait_for_take_over(server)
+                                                : std::string("cannot start the server: ") + std::strerror(errno);
+            if (failed.empty()) {
                 fmt::print("gdb server for process {} on {}:{}; connect with:\n  gdb -ex 'target remote {}:{}'\n",
                            pid, host, serve_port, host, serve_port);
-            else
-                fmt::print(stderr, "uprobe: --gdb-server: cannot start the server: {}\n", std::strerror(errno));
+            } else {
+                fmt::print(stderr, "uprobe: {}; process {} is left stopped (kill -CONT {} resumes it)\n", failed,
+                           pid, pid);
+                server_failed = true;
+            }
         }
         std::fflush(stdout);
     });
@@ -374,6 +397,7 @@ int run_hold(const HoldOptions& options) {
         g_server = 0;
         if (!outcome.empty()) return report_error(outcome);
     }
+    if (server_failed) return 1;
     if (!status) return report_error(status.error().message());
     if (!held_once) return report_error("no matching hit before the traced processes ended");
     return 0;

@@ -21,7 +21,7 @@ struct HoldOptions {
     std::string condition;             // --if EXPR
     bool gdb = false;                  // --gdb: leave the process stopped for gdb -p
     std::string gdb_server;            // --gdb-server [HOST:]PORT
-    bool all_stop = false;             // --all-stop: the held process's other threads stop too
+    bool all_stop = false;             // --all-stop: gdb sees every thread, all stopped while it has control
     bool verbose = false;              // -v: progress notes (on stdout, with the rest)
     size_t string_max = 256;
 };
