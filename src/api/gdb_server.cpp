@@ -554,6 +554,10 @@ private:
             if (!other.stopped) (void)proc::interrupt(t);
         auto rewind_if_ours = [&](pid_t t, int& signal) {
             if (signal != SIGTRAP) return;
+            if ((t == tid_ && stepping_) || t == stepping_other_) {
+                signal = 0;  // the end of gdb's step
+                return;
+            }
             auto regs = proc::get_regs(t);
             if (regs && removed.count(regs->rip - 1)) {
                 (void)proc::set_rip(t, regs->rip - 1);

@@ -523,3 +523,45 @@ INSTANTIATE_TEST_SUITE_P(Builds, HoldPrint, ::testing::Values("hold_vars", "hold
 
 }  // namespace
 }  // namespace uprobe::test
+
+namespace uprobe::test {
+namespace {
+
+// Quitting while gdb is connected (SIGTERM to uprobe) ends the stub too:
+// the breakpoint gdb had inserted comes out, the process is detached and
+// runs on intact.
+TEST(CliHold, QuitWithGdbConnectedLeavesNoBreakpoint) {
+    Background a({target_path("hold_rounds"), "hr_quit"});
+    ASSERT_TRUE(a.wait_for_line("ready"));
+    Background holder({uprobe_path(), "hold", "-v", "-p", std::to_string(a.pid()), rounds_probe(), "--gdb-server", "0"});
+    ASSERT_TRUE(holder.wait_for_text("attached to " + std::to_string(a.pid()) + " ")) << holder.out();
+    a.signal(SIGUSR1);
+    ASSERT_TRUE(holder.wait_for_text("target remote 127.0.0.1:")) << holder.out();
+    ASSERT_TRUE(holder.wait_for_text("'\n"));
+    std::smatch m;
+    std::string out = holder.out();
+    ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(target remote 127\.0\.0\.1:(\d+))")));
+    const std::string port = m[1];
+    const std::string status = "/proc/" + std::to_string(a.pid()) + "/status";
+    auto gdb = run({"gdb", "-nx", "-batch", "-ex", "file " + target_path("hold_rounds"), "-ex",
+                    "target remote 127.0.0.1:" + port, "-ex", "set breakpoint always-inserted on", "-ex",
+                    "break round_work", "-ex", "shell kill -TERM " + std::to_string(holder.pid()), "-ex",
+                    "shell while grep -q 'TracerPid:.[1-9]' " + status + "; do sleep 0.01; done; echo released"});
+    ASSERT_NE(gdb.out.find("released"), std::string::npos) << gdb.describe();
+    ASSERT_TRUE(std::regex_search(gdb.out, m, std::regex(R"(Breakpoint 1 at (0x[0-9a-f]+))"))) << gdb.describe();
+    const uint64_t breakpoint = std::stoull(m[1], nullptr, 16);
+    auto h = holder.wait();
+    EXPECT_FALSE(h.timed_out) << h.describe();
+    auto [in_memory, in_file] = memory_and_file_byte(a.pid(), breakpoint);
+    EXPECT_EQ(in_memory, in_file);
+    EXPECT_NE(in_memory, 0xcc);
+    // It finishes the held round through the address, untraced.
+    ASSERT_TRUE(a.wait_for_line("round 0 done"));
+    a.signal(SIGTERM);
+    auto w = a.wait();
+    EXPECT_EQ(w.status, 0) << w.describe();
+    EXPECT_NE(w.out.find("rounds=1 bad=0"), std::string::npos) << w.describe();
+}
+
+}  // namespace
+}  // namespace uprobe::test
