@@ -48,7 +48,7 @@ void server_quit(int) {
 // The gdb server for a released process, in a process of its own: a thread
 // of the tracer would have its tracees' stops taken by the engine's
 // waitpid(-1). Double-forked so the engine never sees it as a child. Its
-// pipe `status_fd` carries its pid (from the middle process), a NUL byte
+// pipe `status_fd` carries its pid, a NUL byte
 // once it has taken the process over, then its one line of outcome ("" when
 // gdb was served) — or that line at once when taking over failed —, and
 // end-of-file when it is gone.
@@ -65,6 +65,9 @@ ServerProcess start_server(int listener, pid_t pid, pid_t tid, bool all_stop) {
         ::close(status[0]);
         pid_t server = ::fork();
         if (server == 0) {
+            // The server is the pipe's only writer, so its pid comes first.
+            pid_t self = ::getpid();
+            (void)!::write(status[1], &self, sizeof self);
             g_server_quit_fd = ::eventfd(0, EFD_CLOEXEC);
             struct sigaction sa {};
             sa.sa_handler = server_quit;
@@ -80,7 +83,6 @@ ServerProcess start_server(int listener, pid_t pid, pid_t tid, bool all_stop) {
             (void)!::write(status[1], outcome.data(), outcome.size());
             ::_exit(served ? 0 : 1);
         }
-        (void)!::write(status[1], &server, sizeof server);
         ::_exit(server > 0 ? 0 : 1);
     }
     ::close(status[1]);

@@ -176,11 +176,13 @@ namespace {
 // hold --global: the first matching process is held; another one that the
 // prefilter leaves out is never touched.
 TEST(CliHold, GlobalHoldTakesTheFirstMatchingProcess) {
-    Background insider({target_path("global_worker"), "gw_hold_in"});
-    Background outsider({target_path("global_worker"), "gw_hold_out"});
+    // Names of this run's own (another run of this test may be under way).
+    const std::string in = "gwi" + std::to_string(::getpid()), out = "gwo" + std::to_string(::getpid());
+    Background insider({target_path("global_worker"), in});
+    Background outsider({target_path("global_worker"), out});
     ASSERT_TRUE(insider.wait_for_line("ready"));
     ASSERT_TRUE(outsider.wait_for_line("ready"));
-    Background holder({uprobe_path(), "hold", "-a", probe(), "--comm", "gw_hold_in", "--gdb"});
+    Background holder({uprobe_path(), "hold", "-a", probe(), "--comm", in, "--gdb"});
     ASSERT_TRUE(holder.wait_for_text("gdb -p " + std::to_string(insider.pid()) + "\n")) << holder.out();
     EXPECT_EQ(status_field(insider.pid(), "State").substr(0, 1), "T");
     EXPECT_EQ(status_field(outsider.pid(), "TracerPid"), "0");
