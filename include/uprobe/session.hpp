@@ -69,6 +69,13 @@ struct HeldThread {
     Result<void> read(uint64_t address, void* out, size_t size) const;
     // The user stack (libdw's CFI unwinder; see src/stack/unwind.hpp).
     Result<std::vector<StackFrame>> backtrace() const;
+    // A probe argument evaluated at the held pc, as if the probe had named
+    // it: a DWARF variable visible there (`count`, `req->len`, `a[2]`,
+    // `*p`; parameters and locals of the innermost function with their
+    // location at this pc, then the object's globals), `$params`, `$vars`,
+    // or a register/memory fetch (`%di`, `+8(%sp):u64`). One value per
+    // name; a name not in scope fails with the names that are.
+    Result<std::vector<EventArg>> variable(std::string_view expression) const;
 };
 
 // Which processes a global target ever touches. Every given criterion must
@@ -132,16 +139,48 @@ struct SessionOptions {
 using EventCallback = std::function<Action(const Event& event, const Registers& regs)>;
 using HoldCallback = std::function<Release(const Event& event, const HeldThread& held)>;
 using NoteCallback = std::function<void(std::string_view line)>;
+// A process the session has let go of (Action::Detach, Release::Detach or
+// Release::DetachStopped): probes out, no longer traced; with `stopped` it
+// sits in a group-stop at the probe address. Called on the run() thread
+// right after the detach, so this is where a debugger can take it over
+// (serve_gdb, or printing `gdb -p PID`) while the session goes on tracing
+// every other process.
+using ReleasedCallback = std::function<void(pid_t pid, bool stopped)>;
+
+struct GdbServerOptions {
+    // gdb sees every thread of the process, all-stop: all stopped while gdb
+    // has control, all resumed by a continue, all stopped again when one
+    // stops for gdb (docs/global.md). By default gdb sees the held thread
+    // alone and the others run on; one that reaches a breakpoint gdb set
+    // is stepped over it: gdb's breakpoints, steps and continues apply to
+    // the held thread only.
+    bool all_stop = false;
+    // Readable (an eventfd or pipe; -1 for none): end the session early and
+    // cleanly, gdb's breakpoints out and the process detached and running.
+    int quit_fd = -1;
+    // Called once the stub has taken the process over (every thread it
+    // traces seized and stopped), before it waits for gdb's connection.
+    std::function<void()> taken_over;
+};
 
 // Serves the GDB remote serial protocol on HOST:PORT (HOST "" means
 // 127.0.0.1; PORT 0 picks a free one, passed to `listening`) for thread
 // `tid` of a process that is stopped and not traced — as
 // Release::DetachStopped leaves it. One gdb connection (`target remote
 // :PORT`): registers (g/G), memory (m/M), software breakpoints (Z0/z0),
-// step, continue, auxv (so gdb relocates a PIE), detach, kill. Returns when
-// gdb detaches, kills or hangs up; the process then runs on untraced.
+// step, continue, ^C, auxv (so gdb relocates a PIE), detach, kill. Returns
+// when gdb detaches, kills or hangs up; the process then runs on untraced.
+// The stub waits for its tracees with __WNOTHREAD, so the calling thread
+// must not have children of its own that others wait for.
 Result<void> serve_gdb(pid_t pid, pid_t tid, const std::string& host, uint16_t port,
-                       const std::function<void(uint16_t port)>& listening);
+                       const std::function<void(uint16_t port)>& listening, const GdbServerOptions& options = {});
+
+// The same in two steps, so that a bad address is reported before anything
+// is held: listen_for_gdb binds and listens (the port actually bound goes
+// to `bound`; the caller owns the returned descriptor), serve_gdb_on takes
+// the process over and serves one connection on it.
+Result<int> listen_for_gdb(const std::string& host, uint16_t port, uint16_t* bound);
+Result<void> serve_gdb_on(int listener, pid_t pid, pid_t tid, const GdbServerOptions& options = {});
 
 class Session {
 public:
@@ -156,8 +195,12 @@ public:
     // callback: the probe goes into every traced process shortly after
     // (ptrace engine; insertion failures arrive as notes).
     Result<uint32_t> add_probe(std::string_view spec);
-    // Stops delivering the probe's events at once, also while running; its
-    // breakpoints come out when the session ends.
+    // Stops delivering the probe's events at once, also while running,
+    // from any thread or a callback. With the ptrace engine its breakpoints
+    // come out of every traced process shortly after (before the engine's
+    // next wait; a note "probe NAME: removed from N sites" says when), and
+    // it goes into no process or library from then on; return probes, and
+    // the inline engine, keep their breakpoints until the session ends.
     Result<void> remove_probe(uint32_t id);
     Result<void> add_target(Target target);
 
@@ -172,6 +215,7 @@ public:
     void on_event(EventCallback callback);
     void on_hold(HoldCallback callback);
     void on_note(NoteCallback callback);  // progress lines ("attached to 42")
+    void on_released(ReleasedCallback callback);
 
     // Launches or attaches and inserts every probe; one clear line on
     // failure, every target left as it was.

@@ -96,7 +96,8 @@ const char* uprobe_last_error(const uprobe_session* session);
 /* A probe spec as on the command line (docs/probes.md); *id may be NULL.
  * Also while running (from a callback or another thread). */
 uprobe_status uprobe_add_probe(uprobe_session* session, const char* spec, uint32_t* id);
-/* Its events stop at once (also while running). */
+/* Its events stop at once (also while running); the ptrace engine then takes
+ * its breakpoints out of every traced process (see Session::remove_probe). */
 uprobe_status uprobe_remove_probe(uprobe_session* session, uint32_t id);
 /* argv ends with NULL; PATH is searched. */
 uprobe_status uprobe_launch(uprobe_session* session, const char* const* argv);

@@ -13,7 +13,11 @@
 #include "api/condition.hpp"
 #include "api/global.hpp"
 #include "engine/engine.hpp"
+#include "elf/binary.hpp"
+#include "probe/dwarf_fetch.hpp"
+#include "probe/resolve.hpp"
 #include "proc/proc.hpp"
+#include "proc/ptrace.hpp"
 #include "stack/unwind.hpp"
 
 namespace uprobe {
@@ -41,6 +45,62 @@ std::string describe(const StackFrame& frame) {
 }
 
 Result<std::vector<StackFrame>> HeldThread::backtrace() const { return unwind(pid, tid); }
+
+Result<std::vector<EventArg>> HeldThread::variable(std::string_view expression) const {
+    // The expression is parsed as the argument of a probe at this pc.
+    auto parsed = parse_probe_spec("held " + std::string(expression));
+    if (parsed.error) return Error(parsed.error->message);
+    if (parsed.spec->args.size() != 1) return Error("one variable at a time");
+    const ArgSpec& arg = parsed.spec->args.front();
+    UPROBE_TRY(auto maps, proc::read_maps(pid));
+    const proc::Mapping* home = nullptr;
+    for (const auto& m : maps)
+        if (m.covers(regs.rip) && m.exec && m.inode != 0) home = &m;
+    if (!home) return Error("the held pc is in no mapped file");
+    // One resolver for the life of the program: objects and their DWARF
+    // are read once, however many names are printed.
+    static std::mutex mutex;
+    static probe::Resolver resolver;
+    std::lock_guard lock(mutex);
+    const std::string path = proc::host_path(pid, home->path);
+    UPROBE_TRY(elf::Binary * binary, resolver.binary(path));
+    probe::Site site;
+    site.file_offset = regs.rip - home->start + home->file_offset;
+    auto vaddr = binary->offset_to_vaddr(site.file_offset);
+    if (!vaddr) return Error("the held pc is outside the loaded segments of " + home->path);
+    site.vaddr = *vaddr;
+    if (const auto* function = binary->function_containing(site.vaddr)) {
+        site.function = function->demangled;
+        site.function_vaddr = function->vaddr;
+        site.function_size = function->size;
+        site.function_offset = site.vaddr - function->vaddr;
+    }
+    probe::CompileContext context;
+    context.site = &site;
+    context.load_bias = regs.rip - site.vaddr;
+    context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
+        if (auto a = binary->data_symbol(name)) return *a;
+        return Error("no symbol '" + name + "' in " + binary->path());
+    };
+    probe::DwarfSource dwarf;
+    if (probe::is_dwarf_arg(arg)) dwarf = probe::dwarf_source(resolver, path);
+    UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
+    user_regs_struct raw;
+    std::memcpy(&raw, &regs, sizeof raw);
+    std::optional<user_fpregs_struct> fpregs;
+    if (program.needs_fpregs()) {
+        UPROBE_TRY(auto fp, proc::get_fpregs(tid));
+        fpregs = fp;
+    }
+    probe::ProcessMemoryReader memory(pid);
+    probe::FetchContext fetch;
+    fetch.pid = pid;
+    fetch.tid = tid;
+    fetch.fpregs = fpregs ? &*fpregs : nullptr;
+    std::vector<EventArg> out;
+    probe::evaluate_arg(arg.name, program, raw, memory, fetch, out);
+    return out;
+}
 
 Target Target::launch(std::vector<std::string> argv) {
     Target t;
@@ -81,6 +141,7 @@ struct Session::Impl final : engine::EventConsumer {
     EventCallback event_callback;
     HoldCallback hold_callback;
     NoteCallback note_callback;
+    ReleasedCallback released_callback;
     std::unique_ptr<engine::Engine> engine;
     std::unique_ptr<api::GlobalWatcher> watcher;
     bool started = false;
@@ -121,6 +182,9 @@ struct Session::Impl final : engine::EventConsumer {
         }
         return engine::HitAction::Continue;
     }
+    void on_released(pid_t pid, bool stopped) override {
+        if (released_callback) released_callback(pid, stopped);
+    }
     engine::HeldOutcome on_hold(const Event& event, const engine::HeldThread& held) override {
         if (!hold_callback) return engine::HeldOutcome::Resume;
         HeldThread thread;
@@ -159,8 +223,14 @@ Result<uint32_t> Session::add_probe(std::string_view spec) {
 }
 
 Result<void> Session::remove_probe(uint32_t id) {
-    if (id >= impl_->probes.size()) return Error("no probe with id " + std::to_string(id));
-    impl_->removed[id].store(true);
+    {
+        std::lock_guard lock(impl_->probes_mutex);
+        if (id >= impl_->probes.size()) return Error("no probe with id " + std::to_string(id));
+        if (impl_->removed[id].exchange(true)) return {};
+    }
+    // The engine takes its breakpoints out too where it can (ptrace); the
+    // inline engine keeps them until the end, delivering nothing.
+    if (impl_->started && impl_->engine) (void)impl_->engine->remove_probe(id);
     return {};
 }
 
@@ -190,6 +260,7 @@ Result<void> Session::set_condition(std::string_view expression) {
 void Session::on_event(EventCallback callback) { impl_->event_callback = std::move(callback); }
 void Session::on_hold(HoldCallback callback) { impl_->hold_callback = std::move(callback); }
 void Session::on_note(NoteCallback callback) { impl_->note_callback = std::move(callback); }
+void Session::on_released(ReleasedCallback callback) { impl_->released_callback = std::move(callback); }
 
 Result<void> Session::start() {
     Impl& s = *impl_;
@@ -248,7 +319,13 @@ Result<void> Session::start() {
         s.engine = engine::make_ptrace_engine();
         UPROBE_CHECK(s.engine->start(request, s));
     }
-    s.started = true;
+    {
+        std::lock_guard lock(s.probes_mutex);
+        s.started = true;
+        // Removed before start: out again before anything is delivered.
+        for (size_t id = 0; id < s.removed.size(); ++id)
+            if (s.removed[id].load()) (void)s.engine->remove_probe(static_cast<uint32_t>(id));
+    }
     s.global = global != nullptr;
     if (global) {
         s.watcher = std::make_unique<api::GlobalWatcher>(*s.engine, s.probes, global->filter,

@@ -106,6 +106,9 @@ int main(int argc, char** argv) {
     hold_cmd->add_option("--gdb-server", hold.gdb_server,
                          "Serve the GDB remote protocol for the held process on [HOST:]PORT (loopback by "
                          "default; PORT 0 picks one): gdb -ex 'target remote :PORT'");
+    hold_cmd->add_flag("--all-stop", hold.all_stop,
+                       "--gdb-server: gdb sees every thread, all stopped while gdb has control (by default the others run)");
+    hold_cmd->add_flag("-v,--verbose", hold.verbose, "Progress notes: attaches, detaches, where probes went");
     hold_cmd->add_option("--string-max", hold.string_max, "Longest string read from the target (bytes)");
     hold.command = command;
 

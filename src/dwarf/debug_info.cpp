@@ -211,6 +211,7 @@ struct DebugInfo::Impl {
     const Type* type_of(Dwarf_Die* die);
     std::vector<Op> copy_ops(Dwarf_Attribute* attr, Dwarf_Op* ops, size_t count, int depth);
     std::optional<std::vector<Op>> location_at(Dwarf_Attribute* attr, uint64_t vaddr);
+    void describe_variable(Dwarf_Die* die, uint64_t vaddr, Variable& v);
 };
 
 Result<void> DebugInfo::Impl::build_lines() {
@@ -860,6 +861,43 @@ const Type* DebugInfo::return_type(uint64_t function_entry) const {
     return type && type->kind != Type::Kind::Void ? type : nullptr;
 }
 
+// Type, location at `vaddr` (or constant value) of a variable DIE.
+void DebugInfo::Impl::describe_variable(Dwarf_Die* child, uint64_t vaddr, Variable& v) {
+    v.type = type_of(child);
+    v.type_name = v.type ? v.type->display() : "?";
+    Dwarf_Attribute attr;
+    if (dwarf_attr(child, DW_AT_location, &attr)) {
+        if (auto loc = location_at(&attr, vaddr)) v.location = std::move(*loc);
+    }
+    if (v.location.empty()) {
+        Dwarf_Attribute cv;
+        Dwarf_Sword s;
+        Dwarf_Word u;
+        if (dwarf_attr_integrate(child, DW_AT_const_value, &cv)) {
+            unsigned form = dwarf_whatform(&cv);
+            if (form == DW_FORM_udata || form == DW_FORM_data1 || form == DW_FORM_data2 ||
+                form == DW_FORM_data4 || form == DW_FORM_data8) {
+                if (dwarf_formudata(&cv, &u) == 0) {
+                    v.has_const_value = true;
+                    v.const_value = int64_t(u);
+                    // Fixed-size data of a signed type is sign-extended.
+                    if (v.type && v.type->is_signed() && v.type->byte_size > 0 && v.type->byte_size < 8 &&
+                        form != DW_FORM_udata) {
+                        unsigned bits = unsigned(v.type->byte_size * 8);
+                        uint64_t sign = uint64_t(1) << (bits - 1);
+                        u &= (sign << 1) - 1;
+                        v.const_value = int64_t((u ^ sign) - sign);
+                    }
+                }
+            } else if (dwarf_formsdata(&cv, &s) == 0) {
+                v.has_const_value = true;
+                v.const_value = s;
+            }
+        }
+        v.optimized_out = !v.has_const_value;
+    }
+}
+
 Result<std::vector<DebugInfo::Variable>> DebugInfo::variables_at(uint64_t vaddr, std::string_view function) const {
     std::lock_guard lock(impl_->mu);
     UPROBE_CHECK(impl_->build_funcs());
@@ -931,41 +969,9 @@ Result<std::vector<DebugInfo::Variable>> DebugInfo::variables_at(uint64_t vaddr,
             v.name = attr_string(&child, DW_AT_name);
             if (v.name.empty() || !seen.insert(v.name).second) continue;
             v.is_parameter = tag == DW_TAG_formal_parameter;
-            v.type = impl_->type_of(&child);
-            v.type_name = v.type ? v.type->display() : "?";
             v.scope = scope_name;
             v.frame_base = frame_base;
-            Dwarf_Attribute attr;
-            if (dwarf_attr(&child, DW_AT_location, &attr)) {
-                if (auto loc = impl_->location_at(&attr, vaddr)) v.location = std::move(*loc);
-            }
-            if (v.location.empty()) {
-                Dwarf_Attribute cv;
-                Dwarf_Sword s;
-                Dwarf_Word u;
-                if (dwarf_attr_integrate(&child, DW_AT_const_value, &cv)) {
-                    unsigned form = dwarf_whatform(&cv);
-                    if (form == DW_FORM_udata || form == DW_FORM_data1 || form == DW_FORM_data2 ||
-                        form == DW_FORM_data4 || form == DW_FORM_data8) {
-                        if (dwarf_formudata(&cv, &u) == 0) {
-                            v.has_const_value = true;
-                            v.const_value = int64_t(u);
-                            // Fixed-size data of a signed type is sign-extended.
-                            if (v.type && v.type->is_signed() && v.type->byte_size > 0 && v.type->byte_size < 8 &&
-                                form != DW_FORM_udata) {
-                                unsigned bits = unsigned(v.type->byte_size * 8);
-                                uint64_t sign = uint64_t(1) << (bits - 1);
-                                u &= (sign << 1) - 1;
-                                v.const_value = int64_t((u ^ sign) - sign);
-                            }
-                        }
-                    } else if (dwarf_formsdata(&cv, &s) == 0) {
-                        v.has_const_value = true;
-                        v.const_value = s;
-                    }
-                }
-                v.optimized_out = !v.has_const_value;
-            }
+            impl_->describe_variable(&child, vaddr, v);
             out.push_back(std::move(v));
         }
         if (rc < 0) return impl_->corrupt(libdw_error());
@@ -1136,6 +1142,30 @@ std::vector<std::string> DebugInfo::source_files() const {
     for (uint32_t id : ids) out.push_back(impl_->files[id]);
     std::sort(out.begin(), out.end());
     return out;
+}
+
+std::optional<DebugInfo::Variable> DebugInfo::global_variable(uint64_t vaddr, std::string_view name) const {
+    std::lock_guard lock(impl_->mu);
+    if (!impl_->build_funcs()) return std::nullopt;
+    // The unit of `vaddr` first (its statics), then every unit.
+    std::vector<size_t> order;
+    if (const Impl::Func* outer = impl_->outer_function(vaddr)) order.push_back(outer->unit);
+    for (size_t i = 0; i < impl_->units.size(); ++i) order.push_back(i);
+    for (size_t unit : order) {
+        Dwarf_Die cudie, child;
+        if (!dwarf_offdie(impl_->dbg, impl_->units[unit].die_offset, &cudie)) continue;
+        int rc = dwarf_child(&cudie, &child);
+        for (size_t guard = 0; rc == 0 && guard < 1000000; rc = dwarf_siblingof(&child, &child), ++guard) {
+            if (dwarf_tag(&child) != DW_TAG_variable || attr_flag(&child, DW_AT_declaration)) continue;
+            if (attr_string(&child, DW_AT_name) != name) continue;
+            Variable v;
+            v.name = std::string(name);
+            impl_->describe_variable(&child, vaddr, v);
+            if (v.optimized_out) continue;  // a declaration elsewhere, or gone
+            return v;
+        }
+    }
+    return std::nullopt;
 }
 
 }  // namespace uprobe::dwarf

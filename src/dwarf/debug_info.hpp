@@ -169,6 +169,10 @@ public:
     // inlined a callee at f's first instruction. Falls back to the
     // innermost function when none has that name.
     Result<std::vector<Variable>> variables_at(uint64_t vaddr, std::string_view function = {}) const;
+    // A variable of static storage named `name` declared at file scope (a
+    // global, or a static of a unit): the unit containing `vaddr` first,
+    // then every unit. Its location is then DW_OP_addr (link-time).
+    std::optional<Variable> global_variable(uint64_t vaddr, std::string_view name) const;
 
     // For `uprobe list --vars`: "DW_OP_fbreg -20", "reg5 (rdi)",
     // "entry_value(reg5 (rdi))", "const 3", "optimized out".

@@ -97,6 +97,14 @@ public:
         (void)held;
         return HeldOutcome::Resume;
     }
+    // Called on the engine's thread once a process has been detached for a
+    // HitAction::Detach or a HeldOutcome other than Resume: its probes are
+    // out and ptrace has let go; with `stopped` it sits in its group-stop at
+    // the probe address. Only now can a debugger (or another tracer) attach.
+    virtual void on_released(pid_t pid, bool stopped) {
+        (void)pid;
+        (void)stopped;
+    }
 };
 
 class Engine {
@@ -136,6 +144,17 @@ public:
     virtual Result<void> add_probe(const ProbeSpec& spec) {
         (void)spec;
         return Error("this engine cannot add probes while tracing");
+    }
+
+    // Takes probe `id` out while run() runs (or before): callable from any
+    // thread; on the engine's thread its breakpoints come out of every
+    // traced process (the original bytes back where no other probe shares
+    // the address) and it goes into no process or object from then on.
+    // A note says when it is done. Return probes keep their breakpoints
+    // until the end (only their events stop, in the caller).
+    virtual Result<void> remove_probe(uint32_t id) {
+        (void)id;
+        return Error("this engine cannot remove probes while tracing");
     }
 
     virtual std::vector<ProbeStats> stats() const = 0;

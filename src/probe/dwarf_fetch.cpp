@@ -967,6 +967,9 @@ Result<ArgProgram> compile_arg(const ArgSpec& arg, const CompileContext& context
     const DebugInfo::Variable* root = nullptr;
     for (const auto& v : *vars)
         if (v.name == path->root) root = &v;
+    // Not a local or parameter: a global (or a static of the unit).
+    std::optional<DebugInfo::Variable> global;
+    if (!root && (global = dwarf.debug_info->global_variable(site.vaddr, path->root))) root = &*global;
     if (!root) {
         std::string names;
         for (const auto& v : *vars) names += (names.empty() ? "" : ", ") + v.name;

@@ -8,7 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <cstdio>
 #include <fstream>
+#include <mutex>
+#include <thread>
 #include <optional>
 #include <regex>
 
@@ -207,6 +211,96 @@ TEST(Api, AProbeAddedWhileRunningFiresAtTheNextHits) {
     ::kill(pid, SIGKILL);
     int st;
     ::waitpid(pid, &st, 0);
+}
+
+// The byte at `address` in the process, and the byte the file mapped there
+// holds there (offset from /proc/PID/maps).
+std::pair<int, int> memory_and_file_byte(pid_t pid, uint64_t address) {
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    for (std::string line; std::getline(maps, line);) {
+        uint64_t start = 0, end = 0, offset = 0;
+        char perms[8] = {}, path[512] = {};
+        if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %*s %*s %511s", &start, &end, perms, &offset, path) < 5) continue;
+        if (address < start || address >= end) continue;
+        std::ifstream mem("/proc/" + std::to_string(pid) + "/mem", std::ios::binary);
+        mem.seekg(static_cast<std::streamoff>(address));
+        int in_memory = mem.get();
+        std::ifstream file(path, std::ios::binary);
+        file.seekg(static_cast<std::streamoff>(address - start + offset));
+        return {in_memory, file.get()};
+    }
+    return {-1, -2};
+}
+
+// remove_probe while running takes the int3 out of the process: after the
+// note, the probed address holds the file's byte again while the process
+// is still traced (by the other probe), and the program runs on correctly:
+// round 1 makes no event of the removed probe, three of the other.
+TEST(Api, RemoveProbeWhileRunningRestoresTheBytes) {
+    Background target({target_path("hold_rounds"), "hr_remove"});
+    ASSERT_TRUE(target.wait_for_line("ready"));
+    const std::string binary = target_path("hold_rounds");
+    Session session;
+    auto entry = session.add_probe(binary + ":round_work k=%si");
+    auto line = session.add_probe(binary + ":main+0");  // never hit again: keeps the process traced
+    ASSERT_TRUE(entry && line);
+    ASSERT_TRUE(session.add_target(Target::attach(target.pid())));
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::vector<long> ks;
+    uint64_t address = 0;
+    bool attached = false, removed = false;
+    session.on_note([&](std::string_view note) {
+        std::lock_guard lock(mutex);
+        if (note.find("attached to " + std::to_string(target.pid())) != std::string_view::npos) attached = true;
+        if (note.find("probe round_work: removed from 1 site") != std::string_view::npos) removed = true;
+        changed.notify_all();
+    });
+    session.on_event([&](const Event& e, const Registers&) {
+        std::lock_guard lock(mutex);
+        EXPECT_EQ(e.probe_id, *entry);
+        ks.push_back(static_cast<long>(e.args.at(0).value.u));
+        address = e.addr;
+        if (ks.size() == 3) {
+            EXPECT_TRUE(session.remove_probe(*entry));  // from the callback
+        }
+        return Action::Continue;
+    });
+    // ptrace: the thread that attaches (start) is the one that runs.
+    std::thread runner([&] {
+        auto started = session.start();
+        EXPECT_TRUE(started) << (started ? "" : started.error().message());
+        if (started) {
+            EXPECT_TRUE(session.run());
+        }
+    });
+    auto wait_for = [&](bool& flag) {
+        std::unique_lock lock(mutex);
+        return changed.wait_for(lock, std::chrono::seconds(30), [&] { return flag; });
+    };
+    EXPECT_TRUE(wait_for(attached));
+    target.signal(SIGUSR1);
+    ASSERT_TRUE(target.wait_for_line("round 0 done"));
+    EXPECT_TRUE(wait_for(removed));
+    {
+        std::lock_guard lock(mutex);
+        EXPECT_EQ(ks, (std::vector<long>{0, 1, 2}));
+        ASSERT_NE(address, 0u);
+    }
+    auto [in_memory, in_file] = memory_and_file_byte(target.pid(), address);
+    EXPECT_EQ(in_memory, in_file);
+    EXPECT_NE(in_memory, 0xcc);
+    EXPECT_NE(proc_field(target.pid(), "TracerPid"), "0");  // still traced
+    target.signal(SIGUSR1);
+    ASSERT_TRUE(target.wait_for_line("round 1 done"));
+    session.stop();
+    runner.join();
+    EXPECT_EQ(ks.size(), 3u);
+    EXPECT_EQ(proc_field(target.pid(), "TracerPid"), "0");
+    target.signal(SIGTERM);
+    auto t = target.wait();
+    EXPECT_EQ(t.status, 0) << t.describe();
+    EXPECT_NE(t.out.find("rounds=2 bad=0"), std::string::npos) << t.describe();
 }
 
 }  // namespace

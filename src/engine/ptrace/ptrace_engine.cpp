@@ -117,6 +117,9 @@ struct AddressSpace {
     std::set<ObjectKey> unwinder_scanned;  // objects searched for unwinder entry points
     ExitFrames exit_frames;               // instruction-mode return probes
     std::map<uint64_t, ExitInfo> exits;   // by exit instruction (instruction mode)
+    // Addresses whose breakpoint was taken out while threads ran: a thread
+    // may have trapped there just before, its SIGTRAP not yet seen.
+    std::set<uint64_t> retired;
 };
 
 // The return stubs of one address space, looked up, and made by `make`
@@ -194,6 +197,7 @@ public:
     std::vector<pid_t> traced_processes() const override { return ever_traced_; }
     void add_process(pid_t pid) override;
     Result<void> add_probe(const ProbeSpec& spec) override;
+    Result<void> remove_probe(uint32_t id) override;
 
 private:
     // -- setup
@@ -263,6 +267,7 @@ private:
     void attach_queued();
     void wake_loop_until_taken();
     void insert_queued_probes();
+    void remove_queued_probes();
     Result<void> insert_probe_live(Process& process, size_t probe_index);
     Result<void> attach_running(pid_t pid);
 
@@ -300,6 +305,8 @@ private:
     std::vector<pid_t> attach_queue_;
     std::set<pid_t> attach_after_adopt_;
     std::vector<ProbeSpec> probe_queue_;  // add_probe, under attach_mutex_
+    std::vector<uint32_t> removal_queue_;  // remove_probe, under attach_mutex_
+    std::set<size_t> removed_probes_;      // never inserted again
     std::atomic<pid_t> loop_tid_{0};
 
     // Co-location: a hit is a stop that wakes us and a resume that wakes the
@@ -592,7 +599,7 @@ Result<void> PtraceEngine::sync_objects(Process& process, pid_t tid, bool fail_h
         space.objects.insert(key);
         std::string path = proc::host_path(process.pid, mapping->path);
         for (size_t i = 0; i < request_.probes.size(); ++i) {
-            if (!probe_wants(request_.probes[i], process, key, path)) continue;
+            if (removed_probes_.count(i) || !probe_wants(request_.probes[i], process, key, path)) continue;
             auto inserted = insert_probe_sites(process, tid, *mapping, maps, i);
             if (!inserted) {
                 Error e = inserted.error().context("probe " + request_.probes[i].name);
@@ -828,6 +835,7 @@ Result<int> PtraceEngine::run() {
     while ((!processes_.empty() || request_.keep_running) && !stop_requested_.load()) {
         attach_queued();
         insert_queued_probes();
+        remove_queued_probes();
         if (threads_.size() != placed_for_threads_) update_colocation();
         int status = 0;
         pid_t tid = ::waitpid(-1, &status, __WALL);
@@ -1008,6 +1016,13 @@ void PtraceEngine::handle_trap(Thread& thread) {
     }
     auto& bps = process->space->breakpoints;
     auto it = bps.find(regs->rip - 1);
+    if (it == bps.end() && process->space->retired.count(regs->rip - 1)) {
+        // Our int3, taken out after this thread trapped on it: run the
+        // original instruction, which is back in place.
+        (void)proc::set_rip(thread.tid, regs->rip - 1);
+        if (!stopping_) resume(thread, 0);
+        return;
+    }
     if (it == bps.end()) {
         // Not ours (a SIGTRAP sent to the program, or its own int3): pass it on.
         if (stopping_) thread.pending_signal = SIGTRAP;
@@ -1020,7 +1035,10 @@ void PtraceEngine::handle_trap(Thread& thread) {
         // A hit while one process is being attached or detached cannot
         // start another detach: it runs on through its slot.
         if (outcome != HeldOutcome::Resume && !stopping_) {
-            detach_process(process->pid, thread.tid, bp.address, outcome == HeldOutcome::DetachStopped);
+            const pid_t pid = process->pid;
+            const bool stopped = outcome == HeldOutcome::DetachStopped;
+            detach_process(pid, thread.tid, bp.address, stopped);
+            if (!process_of(pid)) consumer_->on_released(pid, stopped);
             return;
         }
     } else if (!bp.probes.empty() && !process->silent) {
@@ -1276,13 +1294,58 @@ void PtraceEngine::wake_loop_until_taken() {
     for (;;) {
         {
             std::lock_guard lock(attach_mutex_);
-            if (attach_queue_.empty() && probe_queue_.empty()) return;
+            if (attach_queue_.empty() && probe_queue_.empty() && removal_queue_.empty()) return;
         }
         pid_t loop = loop_tid_.load();
         if (loop == 0 || loop == self) return;  // taken when the loop (re)starts
         ::syscall(SYS_tgkill, ::getpid(), loop, SIGURG);
         struct timespec ts{0, 1000000};
         nanosleep(&ts, nullptr);
+    }
+}
+
+Result<void> PtraceEngine::remove_probe(uint32_t id) {
+    {
+        std::lock_guard lock(attach_mutex_);
+        removal_queue_.push_back(id);
+    }
+    wake_loop_until_taken();
+    return {};
+}
+
+// The bytes go back while the process's threads run: a one-byte write is
+// what the int3 was, and a thread that trapped just before finds the
+// address in `retired` (handle_trap).
+void PtraceEngine::remove_queued_probes() {
+    std::vector<uint32_t> ids;
+    {
+        std::lock_guard lock(attach_mutex_);
+        ids.swap(removal_queue_);
+    }
+    for (uint32_t id : ids) {
+        if (id >= request_.probes.size() || !removed_probes_.insert(id).second) continue;
+        size_t removed = 0;
+        std::set<AddressSpace*> done;
+        for (auto& [pid, process] : processes_) {
+            if (!done.insert(process.space.get()).second) continue;
+            auto& bps = process.space->breakpoints;
+            for (auto it = bps.begin(); it != bps.end();) {
+                Breakpoint& bp = it->second;
+                size_t before = bp.probes.size();
+                std::erase_if(bp.probes, [id](const SiteProbe& sp) { return sp.probe_id == id; });
+                if (bp.probes.size() != before) ++removed;
+                if (bp.probes.size() == before || !bp.probes.empty() || !bp.returns.empty() ||
+                    bp.exit != ExitRole::None || bp.internal != Internal::None) {
+                    ++it;
+                    continue;
+                }
+                (void)proc::write_memory(pid, bp.address, &bp.original, 1);
+                process.space->retired.insert(bp.address);
+                it = bps.erase(it);
+            }
+        }
+        note("probe " + request_.probes[id].name + ": removed from " + std::to_string(removed) +
+             (removed == 1 ? " site" : " sites"));
     }
 }
 
