@@ -47,10 +47,18 @@ TEST(InlineEngine, CountOnlyWritesNoRecordsAndCountsExactly) {
 // --no-drop: 8 threads make 800,000 hits as fast as they can, far more than
 // the rings hold (1 MiB each, about 21,000 records) and far faster than the
 // tracer drains them; each writer waits for room, so every hit arrives.
+// And each thread's timestamps never go back (rdtsc, converted).
 TEST(InlineEngine, NoDropDeliversEveryRecord) {
     struct Counter : EventConsumer {
         std::map<uint64_t, uint64_t> per_value;
-        void on_event(const Event& event) override { per_value[event.args.at(0).value.u]++; }
+        std::map<pid_t, uint64_t> last_ts;
+        uint64_t backwards = 0;
+        void on_event(const Event& event) override {
+            per_value[event.args.at(0).value.u]++;
+            uint64_t& last = last_ts[event.tid];
+            if (event.ts_ns < last) ++backwards;
+            last = event.ts_ns;
+        }
     } counter;
     auto engine = make_inline_engine();
     Watchdog watchdog(*engine, std::chrono::seconds(120));
@@ -71,6 +79,7 @@ TEST(InlineEngine, NoDropDeliversEveryRecord) {
     std::map<uint64_t, uint64_t> want;
     for (uint64_t index = 0; index < 8; ++index) want[index] = 100000;
     EXPECT_EQ(counter.per_value, want);
+    EXPECT_EQ(counter.backwards, 0u);
     std::string expected;  // thread i adds hit(i) = i + 1 per iteration
     for (int i = 0; i < 8; ++i) expected += "thread " + std::to_string(i) + " total " + std::to_string((i + 1) * 100000) + "\n";
     EXPECT_EQ(capture.text(), expected);

@@ -70,6 +70,43 @@ constexpr abi::Layout kLayout{65536, 32768, 64, 1 << 20, 16384};
 
 uint64_t rdtsc() { return __builtin_ia32_rdtsc(); }
 
+// The agent's rdtsc timestamps as CLOCK_MONOTONIC: a line through an
+// anchor, whose rate is measured from the session's start and refreshed
+// (at most every 100 ms, between drains) from a new anchor where the old
+// line ends. Converted times of one thread never go back, as they did when
+// each conversion measured the rate anew.
+class TscClock {
+public:
+    void start() {
+        tsc0_ = anchor_tsc_ = rdtsc();
+        ns0_ = anchor_ns_ = monotonic_ns();
+    }
+    void calibrate() {
+        const uint64_t now_ns = monotonic_ns(), now_tsc = rdtsc();
+        if (now_tsc <= tsc0_ || now_ns <= ns0_) return;
+        if (ns_per_tsc_ > 0 && now_ns - calibrated_ns_ < 100'000'000) return;
+        if (ns_per_tsc_ > 0) {
+            anchor_ns_ = to_ns(now_tsc);
+            anchor_tsc_ = now_tsc;
+        }
+        ns_per_tsc_ = static_cast<double>(now_ns - ns0_) / static_cast<double>(now_tsc - tsc0_);
+        calibrated_ns_ = now_ns;
+    }
+    uint64_t to_ns(uint64_t tsc) const {
+        const auto since = static_cast<double>(static_cast<int64_t>(tsc - anchor_tsc_)) * ns_per_tsc_;
+        return anchor_ns_ + static_cast<uint64_t>(static_cast<int64_t>(since));
+    }
+    // An interval, at least 1 ns when not empty.
+    uint64_t interval_ns(uint64_t tsc_delta) const {
+        if (tsc_delta == 0) return 0;
+        return std::max<uint64_t>(1, static_cast<uint64_t>(static_cast<double>(tsc_delta) * ns_per_tsc_));
+    }
+
+private:
+    uint64_t tsc0_ = 0, ns0_ = 0, anchor_tsc_ = 0, anchor_ns_ = 0, calibrated_ns_ = 0;
+    double ns_per_tsc_ = 0;
+};
+
 // libuprobe-agent.so beside the running uprobe binary (build tree and
 // install tree alike), or $UPROBE_AGENT.
 std::string agent_path() {
@@ -195,8 +232,6 @@ private:
     void note(const std::string& line) {
         if (consumer_) consumer_->on_note(line);
     }
-    uint64_t tsc_to_ns(uint64_t tsc);
-    uint64_t tsc_delta_ns(uint64_t delta);
 
     TraceRequest request_;
     EventConsumer* consumer_ = nullptr;
@@ -211,7 +246,7 @@ private:
     pid_t root_pid_ = 0;
     std::atomic<bool> stop_requested_{false};
     UniqueFd wake_fd_;
-    uint64_t tsc0_ = 0, ns0_ = 0;
+    TscClock clock_;
 };
 
 // ---------------------------------------------------------------- setup
@@ -238,8 +273,7 @@ Result<void> InlineEngine::start(const TraceRequest& request, EventConsumer& con
     }
     agent_ = agent_path();
     if (::access(agent_.c_str(), R_OK) != 0) return errno_error("agent " + agent_, errno);
-    tsc0_ = rdtsc();
-    ns0_ = monotonic_ns();
+    clock_.start();
     if (!request.command.empty()) return launch();
     for (pid_t pid : request.attach_pids) UPROBE_CHECK(attach(pid));
     return {};
@@ -1120,21 +1154,6 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
 
 // ---------------------------------------------------------------- events
 
-// A tsc interval in ns, at least 1 for a non-empty one.
-uint64_t InlineEngine::tsc_delta_ns(uint64_t delta) {
-    uint64_t now_tsc = rdtsc(), now_ns = monotonic_ns();
-    if (delta == 0 || now_tsc <= tsc0_ || now_ns <= ns0_) return 0;
-    unsigned __int128 scaled = static_cast<unsigned __int128>(delta) * (now_ns - ns0_);
-    return std::max<uint64_t>(1, static_cast<uint64_t>(scaled / (now_tsc - tsc0_)));
-}
-
-uint64_t InlineEngine::tsc_to_ns(uint64_t tsc) {
-    uint64_t now_tsc = rdtsc(), now_ns = monotonic_ns();
-    if (now_tsc <= tsc0_ || now_ns <= ns0_) return now_ns;
-    unsigned __int128 scaled = static_cast<unsigned __int128>(tsc > tsc0_ ? tsc - tsc0_ : 0) * (now_ns - ns0_);
-    return ns0_ + static_cast<uint64_t>(scaled / (now_tsc - tsc0_));
-}
-
 // Serves a string's bytes from a record to probe::evaluate.
 class RecordMemory final : public probe::MemoryReader {
 public:
@@ -1161,6 +1180,8 @@ void InlineEngine::drain(Target& t) {
     if (!h) return;
     Event event;
     user_regs_struct regs{};
+    uint64_t consumed = 0;
+    clock_.calibrate();
     for (uint32_t i = 0; i < h->ring_count; ++i) {
         abi::RingControl* r = abi::ring_of(h, i);
         uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
@@ -1180,7 +1201,7 @@ void InlineEngine::drain(Target& t) {
                 if (event.pid != t.pid && !std::count(ever_traced_.begin(), ever_traced_.end(), event.pid))
                     ever_traced_.push_back(event.pid);  // a followed child (fork keeps the shared region)
                 event.tid = static_cast<pid_t>(rec->tid);
-                event.ts_ns = tsc_to_ns(rec->tsc);
+                event.ts_ns = clock_.to_ns(rec->tsc);
                 auto& comm = t.comms[event.tid];
                 if (comm.empty()) comm = proc::read_comm(event.pid, event.tid);
                 event.comm = comm;
@@ -1199,7 +1220,7 @@ void InlineEngine::drain(Target& t) {
                 if (is_return && at + sizeof(uint64_t) <= end) {
                     uint64_t entry_tsc = *reinterpret_cast<const uint64_t*>(at);
                     at += sizeof(uint64_t);
-                    event.duration_ns = tsc_delta_ns(rec->tsc > entry_tsc ? rec->tsc - entry_tsc : 0);
+                    event.duration_ns = clock_.interval_ns(rec->tsc > entry_tsc ? rec->tsc - entry_tsc : 0);
                     context.duration_ns = event.duration_ns;
                 }
                 // The agent ran each leaf program in the program and recorded
@@ -1240,6 +1261,9 @@ void InlineEngine::drain(Target& t) {
                 (void)consumer_->on_hit(event, regs);
             }
             tail += rec->size;
+            // Room back to the writer as we go, not after the whole ring:
+            // a writer waiting for room (--no-drop) runs beside us.
+            if (++consumed % 256 == 0) __atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
         }
         __atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
     }

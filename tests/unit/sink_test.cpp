@@ -1,0 +1,165 @@
+// The JSON sink's lines, read back with an independent JSON parser
+// (nlohmann::json): every field of docs/events.md, escaping, invalid UTF-8
+// from the target, floats, errors, truncation and stacks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "sink/sink.hpp"
+
+namespace uprobe::sink {
+namespace {
+
+using Json = nlohmann::json;
+
+// The lines a JSON sink writes for `events`, parsed.
+std::vector<Json> written(const std::vector<Event>& events) {
+    FILE* file = std::tmpfile();
+    {
+        auto sink = make_json_sink(file);
+        for (const auto& e : events) EXPECT_TRUE(sink->event(e));
+    }
+    std::rewind(file);
+    std::vector<Json> out;
+    std::string line;
+    for (int c; (c = std::fgetc(file)) != EOF;) {
+        if (c != '\n') {
+            line += static_cast<char>(c);
+            continue;
+        }
+        out.push_back(Json::parse(line));  // throws (and fails the test) on invalid JSON or UTF-8
+        line.clear();
+    }
+    std::fclose(file);
+    EXPECT_TRUE(line.empty()) << "an unterminated line: " << line;
+    return out;
+}
+
+Event event_with(std::vector<EventArg> args) {
+    Event e;
+    e.probe = "p";
+    e.pid = 42;
+    e.tid = 43;
+    e.ts_ns = 1234567890123;
+    e.comm = "prog";
+    e.addr = 0x401000;
+    e.args = std::move(args);
+    return e;
+}
+
+Value text(Value::Kind kind, std::string s) {
+    Value v;
+    v.kind = kind;
+    v.text = std::move(s);
+    return v;
+}
+
+TEST(JsonSink, EveryFieldInItsPlace) {
+    Value sig;
+    sig.kind = Value::Kind::Signed;
+    sig.i = -7;
+    Value big;
+    big.kind = Value::Kind::Unsigned;
+    big.u = UINT64_MAX;
+    Value yes;
+    yes.kind = Value::Kind::Bool;
+    yes.u = 1;
+    auto lines = written({event_with({{"s", sig}, {"u", big}, {"b", yes}})});
+    ASSERT_EQ(lines.size(), 1u);
+    const Json& j = lines[0];
+    EXPECT_EQ(j["probe"], "p");
+    EXPECT_EQ(j["pid"], 42);
+    EXPECT_EQ(j["tid"], 43);
+    EXPECT_EQ(j["ts_ns"], 1234567890123u);
+    EXPECT_EQ(j["comm"], "prog");
+    EXPECT_EQ(j["addr"], 0x401000u);
+    EXPECT_EQ(j["args"]["s"], -7);
+    EXPECT_EQ(j["args"]["u"].get<uint64_t>(), UINT64_MAX);
+    EXPECT_EQ(j["args"]["b"], true);
+    EXPECT_FALSE(j.contains("return"));
+    EXPECT_FALSE(j.contains("errors"));
+    EXPECT_FALSE(j.contains("truncated"));
+    EXPECT_FALSE(j.contains("stack"));
+    // Exactly these members.
+    std::vector<std::string> keys;
+    for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
+    std::sort(keys.begin(), keys.end());
+    EXPECT_EQ(keys, (std::vector<std::string>{"addr", "args", "comm", "pid", "probe", "tid", "ts_ns"}));
+}
+
+TEST(JsonSink, StringsAreEscapedAndInvalidUtf8Replaced) {
+    const std::string tricky = std::string("q\"b\\n\n\t\x01") + "\xC3\xA9" + "\xE2\x82\xAC" + "\xF0\x9F\x98\x80";
+    const std::string invalid = std::string("a\xFF") + "b\xC3" + "\xED\xA0\x80" + "c";  // bad byte, cut, surrogate
+    auto lines = written({event_with({{"t", text(Value::Kind::String, tricky)},
+                                      {"i", text(Value::Kind::String, invalid)}})});
+    ASSERT_EQ(lines.size(), 1u);
+    EXPECT_EQ(lines[0]["args"]["t"], tricky);
+    const std::string r = "\xEF\xBF\xBD";  // U+FFFD
+    EXPECT_EQ(lines[0]["args"]["i"], "a" + r + "b" + r + r + r + r + "c");
+}
+
+TEST(JsonSink, FloatsStayFloatsAndNonFiniteIsNull) {
+    auto f = [](double d) {
+        Value v;
+        v.kind = Value::Kind::Float;
+        v.f = d;
+        return v;
+    };
+    auto lines = written({event_with({{"half", f(0.5)}, {"two", f(2.0)}, {"tiny", f(1e-300)}, {"nan", f(NAN)},
+                                      {"inf", f(INFINITY)}})});
+    ASSERT_EQ(lines.size(), 1u);
+    const Json& a = lines[0]["args"];
+    EXPECT_TRUE(a["half"].is_number_float());
+    EXPECT_EQ(a["half"].get<double>(), 0.5);
+    EXPECT_TRUE(a["two"].is_number_float());
+    EXPECT_EQ(a["two"].get<double>(), 2.0);
+    EXPECT_EQ(a["tiny"].get<double>(), 1e-300);
+    EXPECT_TRUE(a["nan"].is_null());
+    EXPECT_TRUE(a["inf"].is_null());
+}
+
+TEST(JsonSink, ErrorsTruncationReturnsAndDuplicateNames) {
+    Value bad = text(Value::Kind::Error, "bad address 0x10");
+    Value cut = text(Value::Kind::String, "abc");
+    cut.truncated = true;
+    Value one;
+    one.kind = Value::Kind::Unsigned;
+    one.u = 1;
+    Value two = one;
+    two.u = 2;
+    Event e = event_with({{"x", bad}, {"s", cut}, {"d", one}, {"d", two}});
+    e.is_return = true;
+    e.duration_ns = 999;
+    auto lines = written({e});
+    ASSERT_EQ(lines.size(), 1u);
+    const Json& j = lines[0];
+    EXPECT_TRUE(j["args"]["x"].is_null());
+    EXPECT_EQ(j["errors"], Json({{"x", "bad address 0x10"}}));
+    EXPECT_EQ(j["args"]["s"], "abc");
+    EXPECT_EQ(j["truncated"], Json::array({"s"}));
+    EXPECT_EQ(j["args"]["d"], 2);  // the later of two args with one name
+    EXPECT_EQ(j["args"].size(), 3u);
+    EXPECT_EQ(j["return"], true);
+    EXPECT_EQ(j["duration_ns"], 999);
+}
+
+TEST(JsonSink, StackFrames) {
+    Event e = event_with({});
+    StackFrame inner{0x1000, "f(int)", 4, "prog", "f.c", 12, true};
+    StackFrame outer{0x2000, "", 0, "libc.so.6", "", 0, false};
+    e.stack = {inner, outer};
+    auto lines = written({e});
+    ASSERT_EQ(lines.size(), 1u);
+    const Json& s = lines[0]["stack"];
+    ASSERT_EQ(s.size(), 2u);
+    EXPECT_EQ(s[0], Json({{"pc", 0x1000}, {"function", "f(int)"}, {"offset", 4}, {"object", "prog"}, {"file", "f.c"},
+                          {"line", 12}, {"inlined", true}}));
+    EXPECT_EQ(s[1], Json({{"pc", 0x2000}, {"function", ""}, {"offset", 0}, {"object", "libc.so.6"}}));
+    EXPECT_EQ(lines[0]["args"], Json::object());
+}
+
+}  // namespace
+}  // namespace uprobe::sink
