@@ -233,6 +233,9 @@ public:
 
     std::vector<ProbeStats> stats() const;
     std::vector<pid_t> traced_processes() const;
+    // The engine the session runs on once started: "ptrace" or "inline"
+    // (with engine "auto", the one it chose; "" before start()).
+    std::string engine() const;
     const std::vector<ProbeSpec>& probes() const;
 
 private:

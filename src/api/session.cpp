@@ -140,6 +140,7 @@ struct Session::Impl final : engine::EventConsumer {
     std::optional<api::Condition> condition;
     EventCallback event_callback;
     HoldCallback hold_callback;
+    std::string engine_name;  // what start() chose
     NoteCallback note_callback;
     ReleasedCallback released_callback;
     std::unique_ptr<engine::Engine> engine;
@@ -307,16 +308,31 @@ Result<void> Session::start() {
                              ": a global probe names its binary (BIN:" + spec.text + ", BIN a path or library name)");
         request.keep_running = true;
     }
-    if (s.options.engine == "inline" || s.options.engine == "auto") {
+    // auto: the inline engine unless what is asked needs a stopped thread
+    // (stacks, holding) or the inline engine says it cannot, decided
+    // before anything runs. An attach it then fails leaves the process as
+    // it was, so the ptrace engine may still try; a failed launch is final.
+    std::string not_inline;
+    if (s.options.engine == "auto") {
+        if (s.options.stacks) not_inline = "--stack needs a stopped thread";
+        else if (s.hold_callback) not_inline = "holding needs the ptrace engine";
+        else not_inline = engine::inline_engine_unsuitable(request);
+    }
+    if (s.options.engine == "inline" || (s.options.engine == "auto" && not_inline.empty())) {
         s.engine = engine::make_inline_engine();
         auto inlined = s.engine->start(request, s);
-        if (!inlined && (s.options.engine == "inline" || global)) return inlined.error();
-        if (inlined) s.on_note("engine: inline");
-        else s.on_note("engine: ptrace (inline: " + inlined.error().message() + ")");
+        if (!inlined && (s.options.engine == "inline" || !request.command.empty())) return inlined.error();
+        if (inlined) {
+            s.engine_name = "inline";
+            s.on_note("engine: inline");
+        }
+        else not_inline = inlined.error().message();
         if (!inlined) s.engine.reset();
     }
+    if (!not_inline.empty()) s.on_note("engine: ptrace (" + not_inline + ")");
     if (!s.engine) {
         s.engine = engine::make_ptrace_engine();
+        s.engine_name = "ptrace";
         UPROBE_CHECK(s.engine->start(request, s));
     }
     {
@@ -368,5 +384,7 @@ std::vector<pid_t> Session::traced_processes() const {
 }
 
 const std::vector<ProbeSpec>& Session::probes() const { return impl_->probes; }
+
+std::string Session::engine() const { return impl_->engine_name; }
 
 }  // namespace uprobe

@@ -53,8 +53,8 @@ int main(int argc, char** argv) {
     trace_cmd->add_option("-o,--output", trace.output, "Write events to FILE instead of stdout");
     trace_cmd->add_option("--format", trace.format, "text (default) or json");
     trace_cmd->add_option("--engine", trace.engine,
-                          "ptrace (default: int3, every hit stops the thread), inline (EXPERIMENTAL: in-process "
-                          "agent, jump-patched sites), auto (inline where the agent loads, else ptrace)");
+                          "auto (default: inline, or ptrace where inline cannot go), inline (in-process agent, "
+                          "jump-patched sites, the program never stops), ptrace (int3, every hit stops the thread)");
     trace_cmd->add_flag("--count{probe}", trace.count_by,
                         "Print hits per probe at exit instead of events (--count=pid: per probe and process)");
     trace_cmd->add_flag("--stack{text}", trace.stack,

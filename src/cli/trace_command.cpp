@@ -26,14 +26,14 @@ void request_stop(int) {
     if (auto* s = g_session.load()) s->stop();
 }
 
-std::string summary(const std::vector<ProbeStats>& stats, size_t processes) {
+std::string summary(const std::vector<ProbeStats>& stats, size_t processes, const std::string& engine) {
     std::string hits;
     uint64_t dropped = 0;
     for (const auto& s : stats) {
         hits += fmt::format("{}{}={}", hits.empty() ? "" : " ", s.probe, s.hits);
         dropped += s.dropped;
     }
-    std::string line = fmt::format("uprobe: hits: {}; processes traced: {}", hits, processes);
+    std::string line = fmt::format("uprobe: hits: {}; processes traced: {} ({} engine)", hits, processes, engine);
     if (dropped) line += fmt::format("; events dropped: {}", dropped);
     return line;
 }
@@ -160,7 +160,7 @@ int run_trace(const TraceOptions& options) {
     // A run refused before the program's main() (see the engine) is one
     // error line, like a refusal at start: no summary of a trace that was not.
     if (!status) return report_error(status.error().message());
-    std::fputs((summary(stats, traced.traced_processes().size()) + "\n").c_str(), stderr);
+    std::fputs((summary(stats, traced.traced_processes().size(), traced.engine()) + "\n").c_str(), stderr);
     return options.command.empty() ? 0 : *status;
 }
 

@@ -14,7 +14,7 @@ struct TraceOptions {
     std::vector<std::string> command;  // after --
     std::string output;                // -o FILE, empty: stdout
     std::string format = "text";       // text | json
-    std::string engine = "ptrace";
+    std::string engine = "auto";
     bool count = false;                // --count
     std::string count_by;              // --count[=probe|pid]: "" when not counting
     std::string stack;                 // --stack[=text|folded]: "" for no stacks

@@ -170,4 +170,11 @@ std::unique_ptr<Engine> make_ptrace_engine();
 // out (src/engine/inline/).
 std::unique_ptr<Engine> make_inline_engine();
 
+// Why the inline engine cannot take `request`, in a few words ("" when it
+// can): global tracing, instruction-analysis return probes, or a launched
+// program with no dynamic loader to preload the agent (static) or one that
+// ignores LD_PRELOAD (set-user-ID). Decided before anything runs: a launch
+// that failed half-way must not run the program again under another engine.
+std::string inline_engine_unsuitable(const TraceRequest& request);
+
 }  // namespace uprobe::engine

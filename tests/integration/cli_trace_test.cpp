@@ -299,6 +299,38 @@ TEST_P(CliTrace, SameHitsAndValuesAsTheKernelsUprobes) {
     EXPECT_EQ(ours.size(), 200u);
 }
 
+// --engine auto: the inline engine where it can go, and the summary says
+// which engine traced; a static program (no loader to preload the agent)
+// gets the ptrace engine instead, and runs once.
+TEST(CliEngineAuto, InlineWhereItCanPtraceWhereItCannot) {
+    TempDir tmp;
+    auto plain = run({target_path("cli_funcs"), "100"});
+    auto events = tmp.path("auto.json");
+    auto r = run({uprobe_path(), "trace", "--engine", "auto", "--format", "json", "-o", events, "add a=%di b=%si", "--",
+                  target_path("cli_funcs"), "100"});
+    ASSERT_EQ(r.status, 0) << r.describe();
+    EXPECT_EQ(r.out, plain.out);
+    EXPECT_NE(r.err.find("(inline engine)"), std::string::npos) << r.err;
+    FuncsModel model(100);
+    auto seen = read_events(events);
+    ASSERT_EQ(seen.size(), 100u);
+    for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i]["args"]["a"].get<long>(), model.add_args[i].first);
+
+    const std::string bin = target_path("inline_static");
+    auto untraced = run({bin});
+    auto s = run({uprobe_path(), "trace", "-v", "--engine", "auto", "twice x=%di:s32", "--", bin});
+    ASSERT_EQ(s.status, 0) << s.describe();
+    EXPECT_NE(s.err.find("engine: ptrace (" + bin + " is static"), std::string::npos) << s.err;
+    EXPECT_NE(s.err.find("(ptrace engine)"), std::string::npos) << s.err;
+    // The program's own line once (a half-tried inline launch would have
+    // run it twice), and the event.
+    auto lines = lines_of(s.out);
+    ASSERT_EQ(lines.size(), 2u) << s.out;
+    EXPECT_NE(lines[0].find("twice: ("), std::string::npos) << s.out;
+    EXPECT_NE(lines[0].find(" x=21"), std::string::npos) << s.out;
+    EXPECT_EQ(lines[1] + "\n", untraced.out);
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, CliTrace, ::testing::Values("ptrace", "inline"));
 
 }  // namespace

@@ -1450,4 +1450,61 @@ void InlineEngine::finish_target(Target& t) {
 
 std::unique_ptr<Engine> make_inline_engine() { return std::make_unique<InlineEngine>(); }
 
+namespace {
+
+// The file execvp would run for `name`.
+std::string find_program(const std::string& name) {
+    if (name.find('/') != std::string::npos) return name;
+    const char* path = ::getenv("PATH");
+    std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+    for (size_t at = 0; at <= dirs.size();) {
+        size_t end = dirs.find(':', at);
+        if (end == std::string::npos) end = dirs.size();
+        std::string candidate = (end > at ? dirs.substr(at, end - at) : ".") + "/" + name;
+        if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+        at = end + 1;
+    }
+    return name;
+}
+
+// Whether an ELF executable names a dynamic loader (PT_INTERP); a script
+// (#!) counts as one, its interpreter being an ordinary program.
+std::optional<bool> has_loader(const std::string& file) {
+    UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return std::nullopt;
+    unsigned char ident[64] = {};
+    if (::pread(fd.get(), ident, sizeof ident, 0) < 4) return std::nullopt;
+    if (ident[0] == '#' && ident[1] == '!') return true;
+    if (std::memcmp(ident, "\x7f" "ELF", 4) != 0 || ident[4] != 2 /* ELFCLASS64 */) return std::nullopt;
+    uint64_t phoff = 0;
+    uint16_t phentsize = 0, phnum = 0;
+    std::memcpy(&phoff, ident + 32, 8);
+    std::memcpy(&phentsize, ident + 54, 2);
+    std::memcpy(&phnum, ident + 56, 2);
+    for (uint16_t i = 0; i < phnum && i < 256; ++i) {
+        uint32_t type = 0;
+        if (::pread(fd.get(), &type, sizeof type, static_cast<off_t>(phoff + uint64_t{i} * phentsize)) != sizeof type)
+            return std::nullopt;
+        if (type == 3 /* PT_INTERP */) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+std::string inline_engine_unsuitable(const TraceRequest& request) {
+    if (request.keep_running) return "global tracing needs the ptrace engine";
+    for (const auto& spec : request.probes)
+        if (spec.location.is_return && request.return_mode == ReturnMode::Instructions)
+            return "--return-mode=insn needs the ptrace engine";
+    if (request.command.empty()) return "";
+    const std::string program = find_program(request.command[0]);
+    struct stat st{};
+    if (::stat(program.c_str(), &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))
+        return program + " is set-user-ID or set-group-ID (LD_PRELOAD is ignored)";
+    if (auto loader = has_loader(program); loader && !*loader)
+        return program + " is static (no dynamic loader to preload the agent)";
+    return "";
+}
+
 }  // namespace uprobe::engine
