@@ -12,6 +12,7 @@
 #include "cli/report.hpp"
 #include "dwarf/debug_info.hpp"
 #include "elf/binary.hpp"
+#include "engine/engine.hpp"
 #include "probe/dwarf_fetch.hpp"
 #include "probe/resolve.hpp"
 #include "proc/proc.hpp"
@@ -212,6 +213,45 @@ int list_vars(probe::Resolver& resolver, const Object& obj, const ListOptions& o
     return 0;
 }
 
+// Every site of a probe and the inline engine's method there: a jump (and
+// the bytes it displaces) or an int3 (and why not a jump).
+int list_sites(probe::Resolver& resolver, const Object& obj, const ListOptions& o) {
+    auto parsed = parse_probe_spec(o.sites);
+    if (parsed.error) return report_spec_error(*parsed.error);
+    auto sites = resolver.resolve(*parsed.spec, obj.path);
+    if (!sites) return report_error(sites.error().message());
+    auto binary = resolver.binary(obj.path);
+    if (!binary) return report_error(binary.error().message());
+    std::set<uint64_t> addresses;
+    for (const auto& site : *sites) addresses.insert(site.vaddr);
+    for (const auto& site : *sites) {
+        engine::InlineSitePlan plan = engine::plan_inline_site(**binary, site);
+        // As in a process: no jump over another site of the probe.
+        if (auto next = addresses.upper_bound(site.vaddr); plan.no_jump.empty() && next != addresses.end() &&
+                                                           *next < site.vaddr + plan.displaced) {
+            plan.no_jump = "another probe's site is in the bytes a jump would take";
+            plan.displaced = 0;
+        }
+        const std::string function = site.function.empty() ? "?" : site.function;
+        if (o.json) {
+            ordered_json j;
+            j["addr"] = site.vaddr;
+            j["function"] = function;
+            j["offset"] = site.function_offset;
+            j["method"] = plan.no_jump.empty() ? "jump" : "int3";
+            if (plan.no_jump.empty()) j["displaced"] = plan.displaced;
+            else j["reason"] = plan.no_jump;
+            print_json(j);
+        } else if (plan.no_jump.empty()) {
+            fmt::print("{:#018x} {}+{}  jump ({} bytes displaced)\n", site.vaddr, function, site.function_offset,
+                       plan.displaced);
+        } else {
+            fmt::print("{:#018x} {}+{}  int3 ({})\n", site.vaddr, function, site.function_offset, plan.no_jump);
+        }
+    }
+    return 0;
+}
+
 }  // namespace
 
 int run_list(const ListOptions& o) {
@@ -220,9 +260,10 @@ int run_list(const ListOptions& o) {
         return report_error(fmt::format("{}: is a directory", o.binary));
     auto objects = objects_of(o);
     if (!objects) return report_error(objects.error().message());
-    if (!o.lines.empty() || !o.vars.empty()) {
-        if (objects->size() != 1) return report_usage("--lines and --vars need -x BIN");
+    if (!o.lines.empty() || !o.vars.empty() || !o.sites.empty()) {
+        if (objects->size() != 1) return report_usage("--lines, --vars and --sites need -x BIN");
         probe::Resolver resolver;
+        if (!o.sites.empty()) return list_sites(resolver, objects->front(), o);
         return o.lines.empty() ? list_vars(resolver, objects->front(), o)
                                : list_lines(resolver, objects->front(), o);
     }

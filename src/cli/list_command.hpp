@@ -14,6 +14,7 @@ struct ListOptions {
     bool sdt = false;       // --sdt: markers instead of functions
     std::string lines;      // --lines FUNC: probe-able source lines
     std::string vars;       // --vars LOCATION: variables at a probe point
+    std::string sites;      // --sites PROBE: each site and how the inline engine patches it
     bool json = false;      // --format json
 };
 

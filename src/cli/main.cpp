@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
     list_cmd->add_flag("--sdt", list.sdt, "List SDT/USDT markers with semaphores and arguments");
     list_cmd->add_option("--lines", list.lines, "List the source lines of FUNC that line probes accept");
     list_cmd->add_option("--vars", list.vars, "List the variables available at LOCATION");
+    list_cmd->add_option("--sites", list.sites,
+                         "List the sites of PROBE and how the inline engine patches each (jump or int3, and why)");
     std::string list_format = "text";
     list_cmd->add_option("--format", list_format, "text or json")->check(CLI::IsMember({"text", "json"}));
 

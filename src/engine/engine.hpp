@@ -20,6 +20,13 @@
 #include "uprobe/result.hpp"
 #include "uprobe/spec.hpp"
 
+namespace uprobe::elf {
+class Binary;
+}
+namespace uprobe::probe {
+struct Site;
+}
+
 namespace uprobe::engine {
 
 // How return probes (FUNC%return) find the returns (docs/probes.md, "Return
@@ -176,5 +183,16 @@ std::unique_ptr<Engine> make_inline_engine();
 // ignores LD_PRELOAD (set-user-ID). Decided before anything runs: a launch
 // that failed half-way must not run the program again under another engine.
 std::string inline_engine_unsuitable(const TraceRequest& request);
+
+// How the inline engine patches a probe site, judged from the object's
+// bytes (arch::check_jump_site): a jump that displaces `displaced` bytes,
+// or (displaced 0) an int3, and `no_jump` says why. In a process, another
+// probe's site in those bytes, or a thread stopped inside them, also turns
+// a jump into an int3 (`uprobe trace -v` says so per site).
+struct InlineSitePlan {
+    size_t displaced = 0;
+    std::string no_jump;
+};
+InlineSitePlan plan_inline_site(elf::Binary& binary, const probe::Site& site);
 
 }  // namespace uprobe::engine

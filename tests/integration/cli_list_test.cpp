@@ -255,6 +255,32 @@ std::string read_all(const std::string& path) {
     return {std::istreambuf_iterator<char>(in), {}};
 }
 
+// --sites: how the inline engine patches each site, by construction from
+// engine_insns.S (ret_fn is a lone 1-byte ret, trap_fn a 2-byte ud2: too
+// short for a 5-byte jump; the others are longer, with no branch back into
+// their first bytes), and the same choice the engine makes in a process.
+TEST(CliList, SitesSayJumpOrInt3AndWhy) {
+    const std::string bin = target_path("engine_insns");
+    auto r = run({uprobe_path(), "list", "-x", bin, "--sites", "*_fn", "--format", "json"});
+    ASSERT_EQ(r.status, 0) << r.describe();
+    std::map<std::string, std::string> method;
+    for (const auto& line : lines_of(r.out)) {
+        auto j = nlohmann::json::parse(line);
+        method[j["function"].get<std::string>()] = j["method"].get<std::string>();
+        if (j["method"] == "int3") {
+            EXPECT_NE(j["reason"].get<std::string>().find("a jump needs 5"), std::string::npos) << line;
+        }
+    }
+    std::map<std::string, std::string> want = {{"jcc_fn", "jump"},       {"loop_fn", "jump"}, {"ret_fn", "int3"},
+                                               {"rep_movsb_fn", "jump"}, {"cpuid_fn", "jump"}, {"trap_fn", "int3"}};
+    EXPECT_EQ(method, want);
+    // The engine agrees (trap_fn is skipped there: ud2 cannot run out of line).
+    auto traced = run({uprobe_path(), "trace", "-v", "--engine", "inline", "*_fn", "--", bin});
+    ASSERT_EQ(traced.status, 0) << traced.describe();
+    EXPECT_NE(traced.err.find("ret_fn): int3 site"), std::string::npos) << traced.err;
+    EXPECT_NE(traced.err.find("(4 jump, 1 int3)"), std::string::npos) << traced.err;
+}
+
 TEST(CliList, BadInputIsOneClearLine) {
     Scratch s;
     std::string elf = read_all(target_path("cli_funcs"));
@@ -270,6 +296,7 @@ TEST(CliList, BadInputIsOneClearLine) {
     expect_one_line_error({"list", "-p", "999999999"}, "999999999");
     expect_one_line_error({"list"}, "exactly one of");
     expect_one_line_error({"list", "-x", target_path("cli_funcs"), "--vars", "add+1"}, "instruction boundary");
+    expect_one_line_error({"list", "-x", target_path("cli_funcs"), "--sites", "add+1"}, "instruction boundary");
 }
 
 TEST(CliList, CorruptElfNeverCrashes) {

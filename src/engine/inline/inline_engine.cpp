@@ -1065,16 +1065,10 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             } else {
                 // A jump where it is safe (see arch/x86_64/trampoline.hpp),
                 // else an int3 handled in the program.
-                std::string no_jump;
-                size_t displaced = 0;
-                if (!site.function_size) {
-                    no_jump = "the function's size is unknown";
-                } else if (auto function = binary->code(site.function_vaddr, site.function_size); !function) {
-                    no_jump = function.error().message();
-                } else if (auto checked = arch::check_jump_site(*function, site.function_vaddr, site.vaddr); !checked) {
-                    no_jump = checked.error().message();
-                } else {
-                    displaced = *checked;
+                const InlineSitePlan plan = plan_inline_site(*binary, site);
+                std::string no_jump = plan.no_jump;
+                const size_t displaced = plan.displaced;
+                if (no_jump.empty()) {
                     // The nearest sites after and before (a map: tens of thousands of sites).
                     auto after = t.first_site_at.upper_bound(address);
                     if (after != t.first_site_at.end() && after->first < address + displaced)
@@ -1449,6 +1443,20 @@ void InlineEngine::finish_target(Target& t) {
 }  // namespace
 
 std::unique_ptr<Engine> make_inline_engine() { return std::make_unique<InlineEngine>(); }
+
+InlineSitePlan plan_inline_site(elf::Binary& binary, const probe::Site& site) {
+    InlineSitePlan plan;
+    if (!site.function_size) {
+        plan.no_jump = "the function's size is unknown";
+    } else if (auto function = binary.code(site.function_vaddr, site.function_size); !function) {
+        plan.no_jump = function.error().message();
+    } else if (auto checked = arch::check_jump_site(*function, site.function_vaddr, site.vaddr); !checked) {
+        plan.no_jump = checked.error().message();
+    } else {
+        plan.displaced = *checked;
+    }
+    return plan;
+}
 
 namespace {
 
