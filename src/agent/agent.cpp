@@ -103,7 +103,7 @@ uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
 
 // Writes one record for `site`; false when the ring had no room. A return
 // (`entry` non-null) takes its @entry values and entry time from the frame.
-bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, const uint64_t* frame,
+bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc,
                   const ShadowFrame* entry = nullptr) {
     const probe::FetchProgram* programs = programs_of(h) + site.first_program;
     const uint32_t args = site.arg_count > kMaxArgs ? kMaxArgs : site.arg_count;
@@ -203,7 +203,7 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
     rec->tid = t_tid;
     rec->pid = g_pid;
     rec->arg_count = args;
-    rec->tsc = __builtin_ia32_rdtsc();
+    rec->tsc = tsc;
     uint64_t used = static_cast<uint64_t>(at - reinterpret_cast<uint8_t*>(rec));
     rec->size = static_cast<uint32_t>(used);
     __atomic_store_n(&r->head, head + used, __ATOMIC_RELEASE);
@@ -289,7 +289,7 @@ ShadowStack* shadow_stack() {
 constexpr uint64_t kSameStack = uint64_t{64} << 20;
 
 // At the entry of a FUNC%return probe: hijack the return address.
-void hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* frame) {
+void hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc) {
     const uint64_t trampoline = load(&h->return_trampoline);
     if (!trampoline) return;
     ShadowStack* s = shadow_stack();
@@ -318,7 +318,7 @@ void hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* fr
     ShadowFrame& f = s->frames[depth];
     f.slot = slot;
     f.original = returns_to;
-    f.tsc = __builtin_ia32_rdtsc();
+    f.tsc = tsc;
     f.site = index;
     f.suspended = 0;
     const probe::FetchProgram* programs = programs_of(h) + site.first_program;
@@ -389,9 +389,10 @@ void report_return(Header* h, const ShadowFrame& f, const uint64_t* frame) {
         t_ring = claim_ring(h);
         t_ring_region = h;
     }
-    bool written = t_ring && write_record(h, t_ring, site, f.site, frame, &f);
+    const uint64_t tsc = __builtin_ia32_rdtsc();
+    bool written = t_ring && write_record(h, t_ring, site, f.site, frame, tsc, &f);
     while (!written && t_ring && load(&h->no_drop) && wait_for_room(h, t_ring))
-        written = write_record(h, t_ring, site, f.site, frame, &f);
+        written = write_record(h, t_ring, site, f.site, frame, tsc, &f);
     if (!written) add<uint64_t>(&site.dropped, 1);
 }
 
@@ -435,6 +436,8 @@ void hit(const uint64_t* frame, Header* h, uint32_t index) {
     }
     t_busy = 1;
     if (load(&h->enabled) && !quiet(h)) {
+        // One timestamp for every probe at this address (rdtsc costs ~8 ns).
+        const uint64_t tsc = __builtin_ia32_rdtsc();
         for (uint32_t hops = 0; index < h->site_count && hops < 64; ++hops) {
             Site& site = sites_of(h)[index];
             if (site.flags & kSiteNotify) {
@@ -451,15 +454,15 @@ void hit(const uint64_t* frame, Header* h, uint32_t index) {
             }
             add<uint64_t>(&site.hits, 1);
             if (site.flags & kSiteReturnEntry) {
-                hook_return(h, site, index, frame);
+                hook_return(h, site, index, frame, tsc);
             } else if (!(site.flags & kSiteCountOnly)) {
                 if (!t_ring || t_ring_region != h) {
                     t_ring = claim_ring(h);
                     t_ring_region = h;
                 }
-                bool written = t_ring && write_record(h, t_ring, site, index, frame);
+                bool written = t_ring && write_record(h, t_ring, site, index, frame, tsc);
                 while (!written && t_ring && load(&h->no_drop) && wait_for_room(h, t_ring))
-                    written = write_record(h, t_ring, site, index, frame);
+                    written = write_record(h, t_ring, site, index, frame, tsc);
                 if (!written) add<uint64_t>(&site.dropped, 1);
             }
             if (!site.next) break;
