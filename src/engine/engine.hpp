@@ -178,7 +178,7 @@ std::unique_ptr<Engine> make_ptrace_engine();
 std::unique_ptr<Engine> make_inline_engine();
 
 // Why the inline engine cannot take `request`, in a few words ("" when it
-// can): global tracing, instruction-analysis return probes, or a launched
+// can): instruction-analysis return probes, or a launched
 // program with no dynamic loader to preload the agent (static) or one that
 // ignores LD_PRELOAD (set-user-ID). Decided before anything runs: a launch
 // that failed half-way must not run the program again under another engine.

@@ -1,6 +1,6 @@
 # Global probes, hold, and the public API (label: integration).
 uprobe_test(cli_global_test integration SOURCES integration/cli_global_test.cpp DEPS uprobe_test_support)
-add_dependencies(cli_global_test uprobe global_worker)
+add_dependencies(cli_global_test uprobe uprobe_agent global_worker)
 uprobe_test(api_test integration SOURCES integration/api_test.cpp
   DEPS uprobe_api uprobe_elf uprobe_test_support)
 add_dependencies(api_test count_calls cli_funcs global_worker hold_rounds)

@@ -38,6 +38,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <span>
@@ -196,6 +197,15 @@ public:
     }
     std::vector<ProbeStats> stats() const override;
     std::vector<pid_t> traced_processes() const override { return ever_traced_; }
+    // Global mode: attached by the event loop (the thread that runs it).
+    void add_process(pid_t pid) override {
+        {
+            std::lock_guard lock(queue_mutex_);
+            attach_queue_.push_back(pid);
+        }
+        uint64_t one = 1;
+        if (wake_fd_.valid()) (void)!::write(wake_fd_.get(), &one, sizeof one);
+    }
 
 private:
     Result<void> launch();
@@ -246,6 +256,8 @@ private:
     pid_t root_pid_ = 0;
     std::atomic<bool> stop_requested_{false};
     UniqueFd wake_fd_;
+    std::mutex queue_mutex_;
+    std::vector<pid_t> attach_queue_;  // add_process, for the loop
     TscClock clock_;
 };
 
@@ -255,7 +267,8 @@ Result<void> InlineEngine::start(const TraceRequest& request, EventConsumer& con
     request_ = request;
     consumer_ = &consumer;
     if (request.probes.empty()) return Error("no probes given");
-    if (request.command.empty() && request.attach_pids.empty()) return Error("nothing to trace: give a command or -p PID");
+    if (request.command.empty() && request.attach_pids.empty() && !request.keep_running)
+        return Error("nothing to trace: give a command or -p PID");
     for (const auto& spec : request.probes) {
         if (spec.location.is_return && request.return_mode == ReturnMode::Instructions)
             return Error("probe " + spec.name + ": --return-mode=insn needs --engine ptrace (the inline engine uses "
@@ -1282,6 +1295,17 @@ std::vector<ProbeStats> InlineEngine::stats() const {
 
 Result<int> InlineEngine::run() {
     while (!stop_requested_.load()) {
+        std::vector<pid_t> arrived;
+        {
+            std::lock_guard lock(queue_mutex_);
+            arrived.swap(attach_queue_);
+        }
+        for (pid_t pid : arrived) {
+            bool known = false;
+            for (const auto& t : targets_) known |= t->pid == pid && t->alive;
+            if (known) continue;
+            if (auto attached = attach(pid); !attached) note(attached.error().message());
+        }
         std::vector<pollfd> fds;
         fds.push_back({wake_fd_.get(), POLLIN, 0});
         std::vector<Target*> polled;
@@ -1290,8 +1314,14 @@ Result<int> InlineEngine::run() {
             fds.push_back({t->pidfd.get(), POLLIN, 0});
             polled.push_back(t.get());
         }
-        if (polled.empty()) break;
-        int ready = ::poll(fds.data(), fds.size(), 1);
+        if (polled.empty() && !request_.keep_running) break;
+        // Records are drained every millisecond; with nothing traced (global
+        // mode), sleep until add_process or stop() writes the eventfd.
+        int ready = ::poll(fds.data(), fds.size(), polled.empty() ? -1 : 1);
+        if (fds[0].revents & POLLIN) {
+            uint64_t count;
+            (void)!::read(wake_fd_.get(), &count, sizeof count);
+        }
         for (auto& t : targets_) {
             drain(*t);
             if (t->alive && t->region) {
@@ -1501,7 +1531,6 @@ std::optional<bool> has_loader(const std::string& file) {
 }  // namespace
 
 std::string inline_engine_unsuitable(const TraceRequest& request) {
-    if (request.keep_running) return "global tracing needs the ptrace engine";
     for (const auto& spec : request.probes)
         if (spec.location.is_return && request.return_mode == ReturnMode::Instructions)
             return "--return-mode=insn needs the ptrace engine";
