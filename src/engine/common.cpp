@@ -7,10 +7,35 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "elf/binary.hpp"
 #include "probe/resolve.hpp"
 #include "proc/proc.hpp"
 
 namespace uprobe::engine {
+
+Result<std::vector<probe::ArgProgram>> compile_site_args(const ProbeSpec& spec, const probe::Site& site,
+                                                         uint64_t address, elf::Binary& binary,
+                                                         probe::Resolver& resolver, const std::string& path) {
+    probe::CompileContext context;
+    context.site = &site;
+    context.load_bias = address - site.vaddr;
+    context.at_return = spec.location.is_return;
+    context.symbol_address = [&binary](const std::string& name) -> Result<uint64_t> {
+        if (auto a = binary.data_symbol(name)) return *a;
+        return Error("no symbol '" + name + "' in " + binary.path());
+    };
+    probe::DwarfSource dwarf;
+    for (const auto& arg : spec.args)
+        if ((probe::is_dwarf_arg(arg) || (spec.location.is_return && probe::wants_return_type(arg))) &&
+            !dwarf.debug_info && dwarf.missing.empty())
+            dwarf = probe::dwarf_source(resolver, path);
+    std::vector<probe::ArgProgram> programs;
+    for (const auto& arg : spec.args) {
+        UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
+        programs.push_back(std::move(program));
+    }
+    return programs;
+}
 
 bool is_glob_probe(const ProbeSpec& spec) {
     return spec.location.kind == LocationKind::Function && spec.location.function.find_first_of("*?[") != std::string::npos;

@@ -6,7 +6,18 @@
 #include <cstdint>
 #include <string>
 
+#include <vector>
+
+#include "probe/dwarf_fetch.hpp"
+#include "uprobe/result.hpp"
 #include "uprobe/spec.hpp"
+
+namespace uprobe::elf {
+class Binary;
+}
+namespace uprobe::probe {
+struct Site;
+}
 
 namespace uprobe::engine {
 
@@ -28,6 +39,14 @@ bool probe_names_object(const ProbeSpec& spec, pid_t pid, ObjectKey exe, ObjectK
 // starts with ud2, say) is skipped with a note instead of failing the
 // probe; the probe fails only when none of its sites could be placed.
 bool is_glob_probe(const ProbeSpec& spec);
+
+// The arguments of `spec` compiled for `site`, which is at `address` in
+// the process, of `binary` (at `path`); DWARF is loaded only when an
+// argument names variables or a return probe's bare $retval may take its
+// type from it.
+Result<std::vector<probe::ArgProgram>> compile_site_args(const ProbeSpec& spec, const probe::Site& site,
+                                                         uint64_t address, elf::Binary& binary,
+                                                         probe::Resolver& resolver, const std::string& path);
 
 // "0x1f" for messages.
 std::string hex(uint64_t value);

@@ -1008,30 +1008,12 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             if (!found) return Error("address " + hex(site.vaddr) + " of " + any.path + " is not mapped executable");
             const uint64_t address = *found;
             const std::string where = "at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")");
-            probe::CompileContext context;
-            context.site = &site;
-            context.load_bias = address - site.vaddr;
-            context.at_return = spec.location.is_return;
-            context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
-                if (auto a = binary->data_symbol(name)) return *a;
-                return Error("no symbol '" + name + "' in " + binary->path());
-            };
             SiteInfo info;
             info.probe_id = static_cast<uint32_t>(probe_index);
             info.address = address;
-            // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
-            probe::DwarfSource dwarf;
-            // A bare $retval takes its type from DWARF when there is some.
-            for (const auto& arg : spec.args)
-                if ((probe::is_dwarf_arg(arg) || (spec.location.is_return && probe::wants_return_type(arg))) &&
-                    !dwarf.debug_info && dwarf.missing.empty())
-                    dwarf = probe::dwarf_source(resolver_, path);
+            UPROBE_TRY(info.args, compile_site_args(spec, site, address, *binary, resolver_, path));
             bool needs_fpregs = false;
             std::vector<const probe::FetchProgram*> leaves;
-            for (const auto& arg : spec.args) {
-                UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
-                info.args.push_back(std::move(program));
-            }
             for (const auto& program : info.args) probe::leaf_programs(program, leaves);
             if (leaves.size() > abi::kMaxArgs)
                 return Error("probe " + spec.name + " " + where + ": " + std::to_string(leaves.size()) +
@@ -1105,7 +1087,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                     ++int3_sites;
                     note("probe " + spec.name + " " + where + ": int3 site (no jump: " + no_jump + ")");
                     stats_[probe_index].sites++;
-                    UPROBE_CHECK(raise_semaphore(site, context.load_bias));
+                    UPROBE_CHECK(raise_semaphore(site, address - site.vaddr));
                     ++count;
                     return {};
                 }
@@ -1142,7 +1124,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                 t.first_site_at[address] = index;
             }
             stats_[probe_index].sites++;
-            UPROBE_CHECK(raise_semaphore(site, context.load_bias));
+            UPROBE_CHECK(raise_semaphore(site, address - site.vaddr));
             ++count;
             return {};
         }();

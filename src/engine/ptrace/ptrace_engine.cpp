@@ -659,28 +659,10 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
                 return Error("address " + hex(site.vaddr) + " of " + any.path + " is not mapped");
             }
             uint64_t address = home->start + (site.file_offset - home->file_offset);
-            probe::CompileContext context;
-            context.site = &site;
-            context.load_bias = address - site.vaddr;
-            context.at_return = spec.location.is_return;
-            context.symbol_address = [binary](const std::string& name) -> Result<uint64_t> {
-                if (auto a = binary->data_symbol(name)) return *a;
-                return Error("no symbol '" + name + "' in " + binary->path());
-            };
             SiteProbe sp;
             sp.probe_id = static_cast<uint32_t>(probe_index);
-            // Arguments by DWARF name (dwarf_fetch.hpp); the DWARF is loaded only for them.
-            probe::DwarfSource dwarf;
-            // A bare $retval takes its type from DWARF when there is some.
-            for (const auto& arg : spec.args)
-                if ((probe::is_dwarf_arg(arg) || (spec.location.is_return && probe::wants_return_type(arg))) &&
-                    !dwarf.debug_info && dwarf.missing.empty())
-                    dwarf = probe::dwarf_source(resolver_, path);
-            for (const auto& arg : spec.args) {
-                UPROBE_TRY(probe::ArgProgram program, probe::compile_arg(arg, context, dwarf));
-                sp.needs_fpregs |= program.needs_fpregs();
-                sp.programs.push_back(std::move(program));
-            }
+            UPROBE_TRY(sp.programs, compile_site_args(spec, site, address, *binary, resolver_, path));
+            for (const auto& program : sp.programs) sp.needs_fpregs |= program.needs_fpregs();
             if (spec.location.is_return) {
                 UPROBE_CHECK(insert_return_probe(process, tid, site, address, key, *binary, std::move(sp))
                                  .context("at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")")));
@@ -692,7 +674,7 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
             UPROBE_CHECK(insert_breakpoint(process, tid, address, code, key, std::move(sp), Internal::None)
                              .context("at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")")));
             if (site.marker && site.marker->semaphore_vaddr) {
-                uint64_t semaphore = site.marker->semaphore_vaddr + context.load_bias;
+                uint64_t semaphore = site.marker->semaphore_vaddr + (address - site.vaddr);
                 if (!process.space->semaphores.count(semaphore)) {
                     uint16_t value = 0;
                     UPROBE_CHECK(proc::read_memory(process.pid, semaphore, &value, sizeof value).context("SDT semaphore"));
