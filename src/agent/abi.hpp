@@ -174,6 +174,7 @@ struct SemaphoreEntry {
     uint64_t raised;
 };
 constexpr uint32_t kMaxSemaphores = 128;
+constexpr uint32_t kMaxPendingChildren = 16;
 
 struct Header {
     uint32_t magic;
@@ -213,8 +214,13 @@ struct Header {
     uint64_t return_trampoline; // 0: no return probes in this process
     uint64_t lost_returns;      // atomic: returns not hooked (no shadow stack, or one full)
     uint32_t semaphore_count;   // entries of `semaphores` in use
-    uint32_t reserved3;
+    uint32_t children_seq;      // futex word: bumped when a child claims a pending slot
     SemaphoreEntry semaphores[kMaxSemaphores];
+    // With follow_children, a forked child that runs execve gets its own
+    // session from the tracer (an attach: its new image's agent, preloaded,
+    // is reused): its agent claims a slot with its pid and waits (bounded)
+    // until the tracer, done, sets the slot back to 0.
+    uint32_t pending_children[kMaxPendingChildren];  // futex words
 };
 static_assert(sizeof(Header) <= 4096, "the header has its own page (Layout::sites_offset)");
 

@@ -566,6 +566,24 @@ void wait_for_tracer_word(Header* h, uint32_t* word, uint32_t until) {
     }
 }
 
+// Asks the tracer to attach to this process (abi.hpp, pending_children)
+// and waits until it has, so the new program's code does not run unprobed.
+void wait_for_adoption(Header* h) {
+    for (uint32_t i = 0; i < kMaxPendingChildren; ++i) {
+        uint32_t expected = 0;
+        if (!__atomic_compare_exchange_n(&h->pending_children[i], &expected, g_pid, false, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED))
+            continue;
+        __atomic_add_fetch(&h->children_seq, 1, __ATOMIC_ACQ_REL);
+        raw_syscall(SYS_futex, reinterpret_cast<long>(&h->children_seq), FUTEX_WAKE, 1);
+        wait_for_tracer_word(h, &h->pending_children[i], 0);
+        // Given up (a tracer that is gone): free the slot.
+        uint32_t mine = g_pid;
+        __atomic_compare_exchange_n(&h->pending_children[i], &mine, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+        return;
+    }
+}
+
 // Launch mode: the tracer passed the region as an inherited fd in the
 // environment ("FD,SIZE"). Map it, say so, and wait until the tracer has
 // patched the probes, so that none of the program's own code runs first.
@@ -586,6 +604,14 @@ void init_from_environment() {
     if (mapped == MAP_FAILED) return let_go();
     auto* h = static_cast<Header*>(mapped);
     const bool after_exec = h->magic == kMagic && load(&h->agent_ready);
+    if (after_exec && h->abi_version == kAbiVersion && h->region_size == size && h->agent_pid != g_pid &&
+        h->follow_children && load(&h->enabled)) {
+        // A followed child's new program: the tracer attaches to it (a
+        // session of its own); this region stays the parent's.
+        wait_for_adoption(h);
+        munmap(mapped, size);
+        return let_go();
+    }
     if (h->magic != kMagic || h->abi_version != kAbiVersion || h->region_size != size ||
         (after_exec && h->agent_pid != g_pid) || !load(&h->enabled)) {
         // Not ours to use: another version, a descendant of the traced

@@ -1304,12 +1304,26 @@ Result<int> InlineEngine::run() {
             uint64_t count;
             (void)!::read(wake_fd_.get(), &count, sizeof count);
         }
+        std::vector<std::pair<abi::Header*, uint32_t>> adoptions;  // region, pending slot
         for (auto& t : targets_) {
             drain(*t);
             if (t->alive && t->region) {
                 follow_exec(*t);
                 rescan(*t);
+                for (uint32_t i = 0; i < abi::kMaxPendingChildren; ++i)
+                    if (__atomic_load_n(&t->region->pending_children[i], __ATOMIC_ACQUIRE))
+                        adoptions.emplace_back(t->region, i);
             }
+        }
+        // Followed children that ran execve: a session of their own each
+        // (attach reuses the agent their new program preloaded).
+        for (auto [region, slot] : adoptions) {
+            uint32_t* word = &region->pending_children[slot];
+            const auto child = static_cast<pid_t>(__atomic_load_n(word, __ATOMIC_ACQUIRE));
+            if (auto attached = attach(child); !attached)
+                note("after exec in child " + std::to_string(child) + ": " + attached.error().message());
+            __atomic_store_n(word, 0, __ATOMIC_RELEASE);
+            futex(word, FUTEX_WAKE, INT32_MAX);
         }
         if (ready <= 0) continue;
         for (size_t i = 0; i < polled.size(); ++i) {
