@@ -102,8 +102,8 @@ void emit_handler_call(Code& c, const TrampolineRequest& r) {
     c.bytes({0x48, 0xB8});  // mov rax, imm64
     c.u64(r.handler);
     c.bytes({0xFF, 0xD0});  // call rax
-    // No reload of the vector registers: the handler never changes them
-    // (see make_trampoline); they are saved only for fetches to read.
+    if (r.save_vector_registers)
+        for (uint8_t x = 0; x < 16; ++x) c.rsp_xmm(false, x, static_cast<uint32_t>(kFrameXmmOffset + 16 * x));
     for (const Slot& s : kRestored) c.rsp_move(false, s.reg, s.slot * 8);
     c.rsp_move(false, RSP, internal);               // mov rsp, [rsp+internal]
     c.bytes({0x9D});                                 // popfq
