@@ -930,7 +930,9 @@ void InlineEngine::insert_unwinder_hooks(Target& t, pid_t tid, const std::vector
 
 // Detach with frames live: every hijacked return address goes back on the
 // stack it came from (threads stopped). The shadow stacks stay as they are:
-// a thread stopped inside the return trampoline still needs its frame.
+// a thread stopped inside the return trampoline still needs its frame. An
+// address left in place is still safe: the trampoline and the agent stay,
+// and a return through them resumes where it should.
 void InlineEngine::restore_return_addresses(Target& t) {
     if (!t.return_trampoline || !t.shadow_registry) return;
     std::vector<uint64_t> stacks(abi::kShadowStacks);
@@ -939,6 +941,10 @@ void InlineEngine::restore_return_addresses(Target& t) {
         if (!stack) continue;
         uint32_t header[2] = {0, 0};  // owner_tid, depth
         if (!proc::read_memory(t.pid, stack, header, sizeof header)) continue;
+        // A dead thread's frames are stale: its stack may be another
+        // thread's now (glibc reuses thread stacks).
+        const std::string task = "/proc/" + std::to_string(t.pid) + "/task/" + std::to_string(header[0]);
+        if (header[0] == 0 || ::access(task.c_str(), F_OK) != 0) continue;
         const uint32_t depth = std::min(header[1], abi::kShadowDepth);
         std::vector<abi::ShadowFrame> frames(depth);
         if (depth == 0 ||
