@@ -1465,6 +1465,9 @@ void InlineEngine::finish_target(Target& t) {
     t.alive = false;
     drain(t);
     bank_counters(t);
+    if (uint64_t lost = __atomic_load_n(&t.region->lost_returns, __ATOMIC_RELAXED))
+        note("process " + std::to_string(t.pid) + ": " + std::to_string(lost) +
+             " calls' returns were not hooked (a shadow stack full, or none could be mapped)");
     __atomic_store_n(&t.region->enabled, 0, __ATOMIC_RELEASE);
     // An agent waiting for an exec to be followed sees enabled = 0 and goes on.
     futex(&t.region->exec_ack, FUTEX_WAKE, INT32_MAX);
