@@ -333,6 +333,26 @@ TEST_P(Returns, ForkWithFollowReportsBothReturns) {
     EXPECT_EQ(by_pid[r.processes[1]], 42u);
 }
 
+// Deeper than the inline engine's shadow stack (8,192 frames): the
+// outermost 8,192 calls report their returns, the deeper ones are not
+// hooked (and said so), and the program runs as untraced.
+TEST(ReturnsInline, DeeperThanTheShadowStackStaysCorrect) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "recurse", "10000"};
+    std::vector<std::string> notes;
+    Options o;
+    o.engine = "inline";
+    auto r = launch_returns({"depth=depth%return v=$retval"}, argv, o, &notes);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced(argv));
+    // depth(n) returns n; the hooked calls are depth(10000) .. depth(1809).
+    ASSERT_EQ(r.events.size(), 8192u);
+    for (uint64_t k = 0; k < 8192; ++k) EXPECT_EQ(r.events[k].args.at(0).value.u, 1809 + k) << "return " << k;
+    bool said = false;
+    for (const auto& n : notes) said |= n.find("1809 calls' returns were not hooked") != std::string::npos;
+    EXPECT_TRUE(said);
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, Returns,
                          testing::Values(Variant{"ptrace", ReturnMode::Trampoline},
                                          Variant{"ptrace", ReturnMode::Instructions},
