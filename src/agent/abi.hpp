@@ -221,6 +221,10 @@ struct Header {
     // is reused): its agent claims a slot with its pid and waits (bounded)
     // until the tracer, done, sets the slot back to 0.
     uint32_t pending_children[kMaxPendingChildren];  // futex words
+    // The region of the session before this one in the process (0: none):
+    // its mapping stays, and a thread that trapped on one of that session's
+    // int3 sites may run the SIGTRAP handler only now.
+    uint64_t previous_region;
 };
 static_assert(sizeof(Header) <= 4096, "the header has its own page (Layout::sites_offset)");
 

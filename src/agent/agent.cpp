@@ -513,6 +513,19 @@ void on_sigtrap(int signal, siginfo_t* info, void* context) {
     Header* h = reinterpret_cast<Header*>(load(&uprobe_agent_region));
     const uint64_t address = static_cast<uint64_t>(g[REG_RIP]) - 1;
     const Int3Entry* entry = info && info->si_code == SI_KERNEL ? find_int3(h, address) : nullptr;
+    if (!entry && info && info->si_code == SI_KERNEL) {
+        // An earlier session's site (the trap was taken before it ended,
+        // the signal handled only now): the instruction is back, or this
+        // session's jump; run what is there now.
+        const Header* earlier = h ? reinterpret_cast<const Header*>(h->previous_region) : nullptr;
+        for (int hops = 0; earlier && hops < 64; ++hops) {
+            if (earlier->magic == kMagic && find_int3(const_cast<Header*>(earlier), address)) {
+                g[REG_RIP] = static_cast<greg_t>(address);
+                return;
+            }
+            earlier = earlier->magic == kMagic ? reinterpret_cast<const Header*>(earlier->previous_region) : nullptr;
+        }
+    }
     if (!entry) {
         chain_sigtrap(signal, info, context);
         return;

@@ -37,6 +37,23 @@ Result<std::vector<probe::ArgProgram>> compile_site_args(const ProbeSpec& spec, 
     return programs;
 }
 
+Result<void> SitePlacement::site(Result<void> placed, const std::function<void(const std::string&)>& note) {
+    if (placed) {
+        ++placed_;
+        return {};
+    }
+    if (!glob_) return placed.error();
+    note("probe " + spec_.name + ": skipped " + placed.error().message());
+    ++skipped_;
+    return {};
+}
+
+Result<void> SitePlacement::finish() const {
+    if (placed_ == 0 && skipped_ > 0)
+        return Error("probe " + spec_.name + ": no function matching '" + spec_.location.function + "' could be probed");
+    return {};
+}
+
 bool is_glob_probe(const ProbeSpec& spec) {
     return spec.location.kind == LocationKind::Function && spec.location.function.find_first_of("*?[") != std::string::npos;
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include <functional>
 #include <vector>
 
 #include "probe/dwarf_fetch.hpp"
@@ -39,6 +40,23 @@ bool probe_names_object(const ProbeSpec& spec, pid_t pid, ObjectKey exe, ObjectK
 // starts with ud2, say) is skipped with a note instead of failing the
 // probe; the probe fails only when none of its sites could be placed.
 bool is_glob_probe(const ProbeSpec& spec);
+
+// The sites of one probe placed one by one, with the rule above.
+class SitePlacement {
+public:
+    explicit SitePlacement(const ProbeSpec& spec) : spec_(spec), glob_(is_glob_probe(spec)) {}
+    // One site's outcome: its error to return, or nothing (placed, or
+    // skipped with `note` saying why).
+    Result<void> site(Result<void> placed, const std::function<void(const std::string&)>& note);
+    // After the last site: an error when a glob matched only unprobeable functions.
+    Result<void> finish() const;
+    size_t placed() const { return placed_; }
+
+private:
+    const ProbeSpec& spec_;
+    bool glob_;
+    size_t placed_ = 0, skipped_ = 0;
+};
 
 // The arguments of `spec` compiled for `site`, which is at `address` in
 // the process, of `binary` (at `path`); DWARF is loaded only when an

@@ -17,6 +17,13 @@ std::vector<std::string> trace(std::vector<std::string> args) {
     return argv;
 }
 
+std::vector<std::string> file_lines(const std::string& path) {
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+}
+
 // The parameter: "ENGINE/MODE"; trace() takes it apart.
 class CliReturn : public ::testing::TestWithParam<std::string> {
 protected:
@@ -36,9 +43,7 @@ TEST_P(CliReturn, ReturnEventsShowValueEntryArgumentAndDuration) {
     auto r = run(trace({"-o", events, "sq=square%return v=$retval x=@entry($arg1) d=$duration", "--", bin, "basic", "4"}));
     ASSERT_EQ(r.status, 0) << r.describe();
     EXPECT_EQ(r.out, run({bin, "basic", "4"}).out);
-    std::ifstream in(events);
-    std::vector<std::string> lines;
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    auto lines = file_lines(events);
     ASSERT_EQ(lines.size(), 4u);
     for (int i = 0; i < 4; ++i) {
         std::smatch m;
@@ -104,9 +109,7 @@ TEST_P(CliReturn, FloatReturnTypeFromDwarf) {
     auto r = run(trace({"-o", events, "h=half%return v=$retval", "--", bin, "float", "3"}));
     ASSERT_EQ(r.status, 0) << r.describe();
     EXPECT_EQ(r.out, run({bin, "float", "3"}).out);
-    std::ifstream in(events);
-    std::vector<std::string> lines;
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    auto lines = file_lines(events);
     ASSERT_EQ(lines.size(), 3u);
     const char* expected[] = {" v=0.25", " v=0.75", " v=1.25"};  // (i + 0.5) / 2
     for (size_t i = 0; i < 3; ++i) {

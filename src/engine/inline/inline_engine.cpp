@@ -174,6 +174,7 @@ struct Target {
     ino_t agent_inode = 0;  // the agent's file (launch) or memfd (attach) in the target
     dev_t agent_device = 0;
     std::map<pid_t, std::string> comms;
+    std::map<pid_t, uint64_t> last_ts;  // per thread: converted times never go back
     std::map<pid_t, int> held_signals;  // signals that arrived while stopped
 };
 
@@ -431,6 +432,36 @@ Result<void> InlineEngine::attach(pid_t pid) {
     return {};
 }
 
+// Waits for the PTRACE_EVENT_STOP that an interrupt of `tid` asked for;
+// false when the thread is gone. A signal that arrives first is delivered
+// at once: kept for the detach it would be lost, as the detach happens
+// from the event stop, where ptrace(2) may ignore the signal given, and a
+// SIGTRAP of an int3 site lost that way resumes the thread past a
+// displaced instruction.
+bool until_event_stop(pid_t tid) {
+    for (;;) {
+        int status = 0;
+        pid_t got = ::waitpid(tid, &status, __WALL);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0 || !WIFSTOPPED(status)) return false;
+        if ((status >> 16) == PTRACE_EVENT_STOP) return true;
+        (void)proc::resume(tid, proc::Resume::Continue, WSTOPSIG(status));
+        (void)proc::interrupt(tid);
+    }
+}
+
+// Whether thread `tid` has a signal pending that it does not block (the
+// hex masks SigPnd and SigBlk of /proc/PID/task/TID/status).
+bool deliverable_signal_pending(pid_t pid, pid_t tid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status");
+    uint64_t pending = 0, blocked = 0;
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("SigPnd:", 0) == 0) pending = std::strtoull(line.c_str() + 7, nullptr, 16);
+        if (line.rfind("SigBlk:", 0) == 0) blocked = std::strtoull(line.c_str() + 7, nullptr, 16);
+    }
+    return (pending & ~blocked) != 0;
+}
+
 // Seizes and stops every thread (listing again until no new one appears).
 Result<std::vector<pid_t>> InlineEngine::stop_all(Target& t) {
     std::vector<pid_t> stopped;
@@ -450,19 +481,14 @@ Result<std::vector<pid_t>> InlineEngine::stop_all(Target& t) {
                 continue;
             }
             (void)proc::interrupt(tid);
-            for (;;) {
-                int status = 0;
-                pid_t got = ::waitpid(tid, &status, __WALL);
-                if (got < 0 && errno == EINTR) continue;
-                if (got < 0 || !WIFSTOPPED(status)) break;
-                if ((status >> 16) == PTRACE_EVENT_STOP) break;
-                // A signal arrived first: deliver it now and stop after.
-                // Keeping it for the detach would lose it, as the detach
-                // happens from the event stop, where ptrace(2) may ignore
-                // the signal given; and a SIGTRAP of an int3 site lost that
-                // way resumes the thread past a displaced instruction.
-                (void)proc::resume(tid, proc::Resume::Continue, WSTOPSIG(status));
+            bool stopped_ok = until_event_stop(tid);
+            // A signal still pending (an int3's SIGTRAP taken just before
+            // the stop) would be dequeued by our first remote system call
+            // in this thread and lost with it: let the thread take it now.
+            for (int round = 0; stopped_ok && round < 8 && deliverable_signal_pending(t.pid, tid); ++round) {
+                (void)proc::resume(tid, proc::Resume::Continue, 0);
                 (void)proc::interrupt(tid);
+                stopped_ok = until_event_stop(tid);
             }
             stopped.push_back(tid);
             grew = true;
@@ -675,6 +701,7 @@ Result<void> InlineEngine::inject_agent(Target& t, pid_t tid) {
     };
     const std::string pid_text = std::to_string(t.pid);
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
+    uint64_t previous_region = 0;
     if (const Mapping* agent = loaded_agent(maps)) {
         t.agent_inode = agent->inode;
         t.agent_device = agent->device;
@@ -686,6 +713,7 @@ Result<void> InlineEngine::inject_agent(Target& t, pid_t tid) {
             old.tracer_pid && ::kill(static_cast<pid_t>(old.tracer_pid), 0) == 0)
             return Error("process " + pid_text + " is already traced by process " + std::to_string(old.tracer_pid) +
                          " (uprobe, inline engine); only one tracer at a time: detach that one first");
+        if (old.magic == abi::kMagic) previous_region = region;
     } else {
         UniqueFd file(::open(agent_.c_str(), O_RDONLY | O_CLOEXEC));
         if (!file.valid()) return errno_error(agent_, errno);
@@ -752,6 +780,7 @@ Result<void> InlineEngine::inject_agent(Target& t, pid_t tid) {
     init_region(t.region);
     t.region->self = static_cast<uint64_t>(mapped);
     t.region->agent_pid = static_cast<uint32_t>(t.pid);
+    t.region->previous_region = previous_region;
     t.remote_region = static_cast<uint64_t>(mapped);
     return {};
 }
@@ -993,7 +1022,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
     UPROBE_TRY(const std::vector<probe::Site>* sites, sites_of(probe_index, path));
     UPROBE_TRY(elf::Binary * binary, resolver_.binary(path));
     abi::Header* h = t.region;
-    size_t count = 0, int3_sites = 0;
+    size_t int3_sites = 0;
     auto raise_semaphore = [&](const probe::Site& site, uint64_t bias) -> Result<void> {
         if (!site.marker || !site.marker->semaphore_vaddr) return {};
         uint64_t semaphore = site.marker->semaphore_vaddr + bias;
@@ -1006,8 +1035,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
         share_semaphores(t);
         return {};
     };
-    const bool glob = is_glob_probe(spec);
-    size_t skipped = 0;
+    SitePlacement placement(spec);
     for (const probe::Site& site : *sites) {
         auto placed = [&]() -> Result<void> {
             auto found = site_address(site, maps, any);
@@ -1094,7 +1122,6 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                     note("probe " + spec.name + " " + where + ": int3 site (no jump: " + no_jump + ")");
                     stats_[probe_index].sites++;
                     UPROBE_CHECK(raise_semaphore(site, address - site.vaddr));
-                    ++count;
                     return {};
                 }
                 UPROBE_TRY(auto code, binary->code(site.vaddr, displaced + arch::kMaxInstructionLength));
@@ -1131,16 +1158,12 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             }
             stats_[probe_index].sites++;
             UPROBE_CHECK(raise_semaphore(site, address - site.vaddr));
-            ++count;
             return {};
         }();
-        if (!placed) {
-            if (!glob) return placed.error();
-            note("probe " + spec.name + ": skipped " + placed.error().message());
-            ++skipped;
-        }
+        UPROBE_CHECK(placement.site(std::move(placed), [this](const std::string& line) { note(line); }));
     }
-    if (count == 0 && skipped > 0) return Error("probe " + spec.name + ": no function matching '" + spec.location.function + "' could be probed");
+    UPROBE_CHECK(placement.finish());
+    const size_t count = placement.placed();
     note("probe " + spec.name + ": " + std::to_string(count) + " site" + (count == 1 ? "" : "s") + " in " + any.path +
          " of " + std::to_string(t.pid) + " (" + std::to_string(count - int3_sites) + " jump, " +
          std::to_string(int3_sites) + " int3)");
@@ -1196,7 +1219,10 @@ void InlineEngine::drain(Target& t) {
                 if (event.pid != t.pid && !std::count(ever_traced_.begin(), ever_traced_.end(), event.pid))
                     ever_traced_.push_back(event.pid);  // a followed child (fork keeps the shared region)
                 event.tid = static_cast<pid_t>(rec->tid);
-                event.ts_ns = clock_.to_ns(rec->tsc);
+                // A recalibration may move a conversion by a few ns either
+                // way; a thread's events keep their order.
+                uint64_t& last = t.last_ts[event.tid];
+                event.ts_ns = last = std::max(last, clock_.to_ns(rec->tsc));
                 auto& comm = t.comms[event.tid];
                 if (comm.empty()) comm = proc::read_comm(event.pid, event.tid);
                 event.comm = comm;

@@ -640,9 +640,7 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
         cached = site_cache_.emplace(std::make_pair(probe_index, key), std::move(sites)).first;
     }
     UPROBE_TRY(elf::Binary * binary, resolver_.binary(path));
-    size_t count = 0;
-    const bool glob = is_glob_probe(spec);
-    size_t skipped = 0;
+    SitePlacement placement(spec);
     for (const probe::Site& site : cached->second) {
         auto placed = [&]() -> Result<void> {
             const Mapping* home = nullptr;
@@ -666,8 +664,7 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
             if (spec.location.is_return) {
                 UPROBE_CHECK(insert_return_probe(process, tid, site, address, key, *binary, std::move(sp))
                                  .context("at " + hex(site.vaddr) + (site.function.empty() ? "" : " (" + site.function + ")")));
-                ++count;
-                return {};
+                    return {};
             }
             UPROBE_TRY(auto span, binary->code(site.vaddr, arch::kMaxInstructionLength + 1));
             std::vector<uint8_t> code(span.begin(), span.end());
@@ -683,16 +680,12 @@ Result<void> PtraceEngine::insert_probe_sites(Process& process, pid_t tid, const
                     process.space->semaphores[semaphore] = Semaphore{1, key};
                 }
             }
-            ++count;
             return {};
         }();
-        if (!placed) {
-            if (!glob) return placed.error();
-            note("probe " + spec.name + ": skipped " + placed.error().message());
-            ++skipped;
-        }
+        UPROBE_CHECK(placement.site(std::move(placed), [this](const std::string& line) { note(line); }));
     }
-    if (count == 0 && skipped > 0) return Error("probe " + spec.name + ": no function matching '" + spec.location.function + "' could be probed");
+    UPROBE_CHECK(placement.finish());
+    const size_t count = placement.placed();
     note("probe " + spec.name + ": " + std::to_string(count) + " site" + (count == 1 ? "" : "s") + " in " + any.path +
          " of " + std::to_string(process.pid));
     return {};
