@@ -450,6 +450,32 @@ bool until_event_stop(pid_t tid) {
     }
 }
 
+// Where a thread stopped in code of ours (an earlier session's trampoline
+// or int3 copy: anonymous executable memory) will jump next: an int3 copy
+// ends with a jump to the instruction after the displaced one, which a jump
+// patch of this session must not cover. Direct jumps of the next few
+// instructions, up to the first unconditional one.
+std::vector<uint64_t> jumps_ahead(pid_t pid, const std::vector<Mapping>& maps, uint64_t rip) {
+    std::vector<uint64_t> targets;
+    const Mapping* home = nullptr;
+    for (const auto& m : maps)
+        if (rip >= m.start && rip < m.end) home = &m;
+    if (!home || !home->exec || home->inode != 0 || (!home->path.empty() && home->path[0] == '[')) return targets;
+    uint8_t code[1024];
+    const size_t size = std::min<uint64_t>(sizeof code, home->end - rip);
+    if (!proc::read_memory(pid, rip, code, size)) return targets;
+    for (size_t at = 0; at < size && targets.size() < 16;) {
+        std::span<const uint8_t> rest(code + at, size - at);
+        auto insn = arch::decode_one(rest, rip + at);
+        auto branch = arch::classify_branch(rest, rip + at);
+        if (!insn || !branch || insn->length == 0) break;
+        if (branch->is_jump && branch->target) targets.push_back(*branch->target);
+        if ((branch->is_jump && !branch->is_conditional) || branch->is_ret) break;
+        at += insn->length;
+    }
+    return targets;
+}
+
 // Whether thread `tid` has a signal pending that it does not block (the
 // hex masks SigPnd and SigBlk of /proc/PID/task/TID/status).
 bool deliverable_signal_pending(pid_t pid, pid_t tid) {
@@ -812,7 +838,10 @@ Result<void> InlineEngine::place_new_objects(Target& t, pid_t tid, bool at_start
     std::vector<uint64_t> rips;
     UPROBE_TRY(std::vector<pid_t> tids, proc::list_threads(t.pid));
     for (pid_t each : tids)
-        if (auto regs = proc::get_regs(each)) rips.push_back(regs->rip);
+        if (auto regs = proc::get_regs(each)) {
+            rips.push_back(regs->rip);
+            for (uint64_t next : jumps_ahead(t.pid, maps, regs->rip)) rips.push_back(next);
+        }
     std::set<std::pair<dev_t, ino_t>> mapped;
     std::vector<bool> placed(request_.probes.size(), false);
     for (const auto& m : maps) {
