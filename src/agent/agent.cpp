@@ -436,8 +436,10 @@ void hit(const uint64_t* frame, Header* h, uint32_t index) {
     }
     t_busy = 1;
     if (load(&h->enabled) && !quiet(h)) {
-        // One timestamp for every probe at this address (rdtsc costs ~8 ns).
-        const uint64_t tsc = __builtin_ia32_rdtsc();
+        // One timestamp for every probe at this address, read when the
+        // first of them needs it (rdtsc costs ~8 ns; a count needs none).
+        uint64_t tsc = 0;
+        auto now = [&tsc] { return tsc ? tsc : (tsc = __builtin_ia32_rdtsc()); };
         for (uint32_t hops = 0; index < h->site_count && hops < 64; ++hops) {
             Site& site = sites_of(h)[index];
             if (site.flags & kSiteNotify) {
@@ -454,15 +456,15 @@ void hit(const uint64_t* frame, Header* h, uint32_t index) {
             }
             add<uint64_t>(&site.hits, 1);
             if (site.flags & kSiteReturnEntry) {
-                hook_return(h, site, index, frame, tsc);
+                hook_return(h, site, index, frame, now());
             } else if (!(site.flags & kSiteCountOnly)) {
                 if (!t_ring || t_ring_region != h) {
                     t_ring = claim_ring(h);
                     t_ring_region = h;
                 }
-                bool written = t_ring && write_record(h, t_ring, site, index, frame, tsc);
+                bool written = t_ring && write_record(h, t_ring, site, index, frame, now());
                 while (!written && t_ring && load(&h->no_drop) && wait_for_room(h, t_ring))
-                    written = write_record(h, t_ring, site, index, frame, tsc);
+                    written = write_record(h, t_ring, site, index, frame, now());
                 if (!written) add<uint64_t>(&site.dropped, 1);
             }
             if (!site.next) break;

@@ -54,6 +54,19 @@ Result<void> SitePlacement::finish() const {
     return {};
 }
 
+std::optional<uint64_t> take_code(std::vector<CodeArea>& areas, uint64_t area_size, uint64_t near, uint64_t size) {
+    const uint64_t reach = code_reach(area_size);
+    for (auto& area : areas) {
+        const uint64_t distance = area.start > near ? area.start - near : near - area.start;
+        if (distance < reach && area.used + size <= area_size) {
+            const uint64_t at = area.start + area.used;
+            area.used += size;
+            return at;
+        }
+    }
+    return std::nullopt;
+}
+
 bool is_glob_probe(const ProbeSpec& spec) {
     return spec.location.kind == LocationKind::Function && spec.location.function.find_first_of("*?[") != std::string::npos;
 }

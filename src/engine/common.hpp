@@ -7,6 +7,7 @@
 #include <string>
 
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "probe/dwarf_fetch.hpp"
@@ -65,6 +66,19 @@ private:
 Result<std::vector<probe::ArgProgram>> compile_site_args(const ProbeSpec& spec, const probe::Site& site,
                                                          uint64_t address, elf::Binary& binary,
                                                          probe::Resolver& resolver, const std::string& path);
+
+// Executable memory an engine maps into a process (out-of-line copies,
+// trampolines), handed out bump-wise. A piece must be within rel32 reach
+// of the site it serves, from anywhere in its area.
+struct CodeArea {
+    uint64_t start = 0;
+    uint64_t used = 0;  // bytes handed out
+};
+constexpr uint64_t code_reach(uint64_t area_size) { return (uint64_t{1} << 31) - 2 * area_size; }
+
+// `size` bytes from an area of `area_size` bytes within reach of `near`
+// that has room; none when a new area must be mapped.
+std::optional<uint64_t> take_code(std::vector<CodeArea>& areas, uint64_t area_size, uint64_t near, uint64_t size);
 
 // "0x1f" for messages.
 std::string hex(uint64_t value);

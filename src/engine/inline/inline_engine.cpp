@@ -65,7 +65,6 @@ namespace abi = uprobe::agent;
 static_assert(abi::kFrameXmmOffset == arch::kFrameXmmOffset);
 
 constexpr uint64_t kAreaSize = 1 << 20;
-constexpr uint64_t kReach = (uint64_t{1} << 31) - 2 * kAreaSize;
 // Room for every function of a large library (libLLVM-15: 36,687).
 constexpr abi::Layout kLayout{65536, 32768, 64, 1 << 20, 16384};
 
@@ -142,10 +141,6 @@ struct Patch {
     std::vector<uint8_t> patched;
 };
 
-struct Area {
-    uint64_t start = 0;
-    uint64_t used = 0;
-};
 
 struct Target {
     pid_t pid = 0;
@@ -158,7 +153,7 @@ struct Target {
     uint64_t scratch = 0;           // remote: syscall gadget at 0, call-return int3 at 3
     std::vector<SiteInfo> sites;
     std::vector<Patch> patches;
-    std::vector<Area> areas;
+    std::vector<CodeArea> areas;
     std::map<uint64_t, uint16_t> semaphores;  // address -> how much we raised it
     std::map<uint64_t, uint32_t> first_site_at;  // address -> site index (chains)
     std::set<uint32_t> counting_sites;           // count in the trampoline
@@ -173,8 +168,11 @@ struct Target {
     dev_t exe_device = 0;
     ino_t agent_inode = 0;  // the agent's file (launch) or memfd (attach) in the target
     dev_t agent_device = 0;
-    std::map<pid_t, std::string> comms;
-    std::map<pid_t, uint64_t> last_ts;  // per thread: converted times never go back
+    struct ThreadSeen {
+        std::string comm;
+        uint64_t last_ts = 0;  // converted times of a thread never go back
+    };
+    std::map<pid_t, ThreadSeen> threads;  // by tid, as their records arrive
     std::map<pid_t, int> held_signals;  // signals that arrived while stopped
 };
 
@@ -534,26 +532,18 @@ void InlineEngine::release_all(Target& t, const std::vector<pid_t>& tids) {
     }
 }
 
-bool within_reach(uint64_t a, uint64_t b) { return (a > b ? a - b : b - a) < kReach; }
-
 // An r-x area near `near` (remote mmap), bump-allocated.
 Result<uint64_t> InlineEngine::allocate(Target& t, pid_t tid, uint64_t near, uint64_t size) {
     size = (size + 15) & ~uint64_t{15};
-    for (auto& area : t.areas) {
-        if (within_reach(area.start, near) && area.used + size <= kAreaSize) {
-            uint64_t at = area.start + area.used;
-            area.used += size;
-            return at;
-        }
-    }
+    if (auto at = take_code(t.areas, kAreaSize, near, size)) return *at;
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
-    auto best = proc::free_range_near(maps, near, kAreaSize, kReach);
+    auto best = proc::free_range_near(maps, near, kAreaSize, code_reach(kAreaSize));
     if (!best) return Error("no free address range within 2 GiB of " + hex(near) + " for a trampoline");
     UPROBE_TRY(int64_t mapped, proc::remote_syscall(tid, t.scratch, SYS_mmap, *best, kAreaSize, PROT_READ | PROT_EXEC,
                                                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                                                     static_cast<uint64_t>(-1), 0));
     if (mapped < 0) return errno_error("mapping trampolines in process " + std::to_string(t.pid), static_cast<int>(-mapped));
-    t.areas.push_back(Area{static_cast<uint64_t>(mapped), size});
+    t.areas.push_back(CodeArea{static_cast<uint64_t>(mapped), size});
     return static_cast<uint64_t>(mapped);
 }
 
@@ -1250,11 +1240,10 @@ void InlineEngine::drain(Target& t) {
                 event.tid = static_cast<pid_t>(rec->tid);
                 // A recalibration may move a conversion by a few ns either
                 // way; a thread's events keep their order.
-                uint64_t& last = t.last_ts[event.tid];
-                event.ts_ns = last = std::max(last, clock_.to_ns(rec->tsc));
-                auto& comm = t.comms[event.tid];
-                if (comm.empty()) comm = proc::read_comm(event.pid, event.tid);
-                event.comm = comm;
+                Target::ThreadSeen& thread = t.threads[event.tid];
+                event.ts_ns = thread.last_ts = std::max(thread.last_ts, clock_.to_ns(rec->tsc));
+                if (thread.comm.empty()) thread.comm = proc::read_comm(event.pid, event.tid);
+                event.comm = thread.comm;
                 event.addr = site.address;
                 event.is_return = is_return;
                 event.args.clear();
@@ -1447,7 +1436,7 @@ void InlineEngine::follow_exec(Target& t) {
     t.first_site_at.clear();
     t.counting_sites.clear();
     t.objects.clear();
-    t.comms.clear();
+    t.threads.clear();
     t.scratch = 0;
     t.return_trampoline = 0;
     t.shadow_registry = 0;

@@ -59,8 +59,6 @@ using proc::Mapping;
 constexpr uint8_t kInt3 = 0xcc;
 constexpr uint64_t kXolAreaSize = 256 * 1024;
 constexpr uint64_t kSlotSize = arch::kMaxOutOfLineSize;
-// rel32 reach, minus room for the area itself.
-constexpr uint64_t kReach = (uint64_t{1} << 31) - 2 * kXolAreaSize;
 
 // Never PTRACE_O_EXITKILL: if we die, the targets must live on.
 constexpr unsigned kOptions = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC;
@@ -89,10 +87,6 @@ struct Breakpoint {
     ExitRole exit = ExitRole::None;
 };
 
-struct XolArea {
-    uint64_t start = 0;
-    uint64_t used = 0;  // bytes handed out; slot 0 is the syscall gadget
-};
 
 // An SDT semaphore we raised: the program computes a marker's arguments
 // only while its semaphore is non-zero (a tracer's job, as for the kernel's
@@ -108,7 +102,7 @@ struct Semaphore {
 struct AddressSpace {
     std::map<uint64_t, Breakpoint> breakpoints;
     std::map<uint64_t, Semaphore> semaphores;
-    std::vector<XolArea> xol;
+    std::vector<CodeArea> xol;  // slot 0 of the first is the syscall gadget
     std::set<ObjectKey> objects;  // objects whose probes are inserted
     uint64_t r_debug = 0;
     uint64_t return_trampoline = 0;       // an int3 in the XOL area; 0: none yet
@@ -732,20 +726,12 @@ Result<void> PtraceEngine::insert_breakpoint(Process& process, pid_t tid, uint64
     return {};
 }
 
-bool within_reach(uint64_t a, uint64_t b) { return (a > b ? a - b : b - a) < kReach; }
-
 Result<uint64_t> PtraceEngine::allocate_slot(Process& process, pid_t tid, uint64_t near) {
     AddressSpace& space = *process.space;
-    for (auto& area : space.xol) {
-        if (within_reach(area.start, near) && area.used + kSlotSize <= kXolAreaSize) {
-            uint64_t slot = area.start + area.used;
-            area.used += kSlotSize;
-            return slot;
-        }
-    }
+    if (auto slot = take_code(space.xol, kXolAreaSize, near, kSlotSize)) return *slot;
     // A free range near `near`: the gap between mappings closest to it.
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(process.pid));
-    auto best = proc::free_range_near(maps, near, kXolAreaSize, kReach);
+    auto best = proc::free_range_near(maps, near, kXolAreaSize, code_reach(kXolAreaSize));
     if (!best) return Error("no free address range within 2 GiB of " + hex(near) + " for out-of-line code");
     uint64_t gadget = space.xol.empty() ? 0 : space.xol.front().start;
     int deferred = 0;
@@ -759,7 +745,7 @@ Result<uint64_t> PtraceEngine::allocate_slot(Process& process, pid_t tid, uint64
     // Slot 0: `syscall; int3`, the gadget for later remote system calls.
     const uint8_t gadget_code[3] = {0x0f, 0x05, kInt3};
     UPROBE_CHECK(proc::write_memory(process.pid, *best, gadget_code, sizeof gadget_code));
-    space.xol.push_back(XolArea{*best, 2 * kSlotSize});
+    space.xol.push_back(CodeArea{*best, 2 * kSlotSize});
     return *best + kSlotSize;
 }
 
