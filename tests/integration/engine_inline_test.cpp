@@ -109,48 +109,6 @@ TEST(InlineEngine, StaticProgramIsAClearError) {
     EXPECT_NE(r.error.find("agent"), std::string::npos) << r.error;
 }
 
-// Starts a target with stdout on a pipe and waits for "ready".
-struct Child {
-    pid_t pid = -1;
-    int out = -1;
-    explicit Child(const std::string& name, std::vector<std::string> args = {}) {
-        int from_child[2];
-        EXPECT_EQ(::pipe(from_child), 0);
-        pid = ::fork();
-        if (pid == 0) {
-            ::dup2(from_child[1], 1);
-            ::close(from_child[0]);
-            std::string path = target(name);
-            std::vector<char*> argv = {path.data()};
-            for (auto& a : args) argv.push_back(a.data());
-            argv.push_back(nullptr);
-            ::execv(path.c_str(), argv.data());
-            ::_exit(127);
-        }
-        ::close(from_child[1]);
-        out = from_child[0];
-        EXPECT_EQ(read_line(), "ready");
-    }
-    std::string read_line() {
-        std::string line;
-        char c;
-        while (::read(out, &c, 1) == 1 && c != '\n') line += c;
-        return line;
-    }
-    bool exited_cleanly() {
-        int wstatus = 0;
-        pid_t got = ::waitpid(pid, &wstatus, 0);
-        pid = -1;
-        return got > 0 && WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
-    }
-    ~Child() {
-        if (pid > 0) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, nullptr, 0);
-        }
-        ::close(out);
-    }
-};
 
 std::string tracer_pid_of(pid_t pid) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/status");

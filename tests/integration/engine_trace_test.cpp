@@ -234,59 +234,6 @@ TEST_P(EachEngine, LibcProbeAtLaunch) {
     EXPECT_EQ(r.events.size(), 3u);
 }
 
-// Starts a target with stdin and stdout on pipes and waits for "ready".
-struct Child {
-    pid_t pid = -1;
-    int out = -1, in = -1;
-    explicit Child(const std::string& name, std::vector<std::string> args = {}) {
-        int to_child[2], from_child[2];
-        EXPECT_EQ(::pipe(to_child), 0);
-        EXPECT_EQ(::pipe(from_child), 0);
-        pid = ::fork();
-        if (pid == 0) {
-            ::dup2(to_child[0], 0);
-            ::dup2(from_child[1], 1);
-            ::close(to_child[1]);
-            ::close(from_child[0]);
-            std::string path = target(name);
-            std::vector<char*> argv = {path.data()};
-            for (auto& a : args) argv.push_back(a.data());
-            argv.push_back(nullptr);
-            ::execv(path.c_str(), argv.data());
-            ::_exit(127);
-        }
-        ::close(to_child[0]);
-        ::close(from_child[1]);
-        in = to_child[1];
-        out = from_child[0];
-        EXPECT_EQ(read_line(), "ready");
-    }
-    std::string read_line() {
-        std::string line;
-        char c;
-        while (::read(out, &c, 1) == 1 && c != '\n') line += c;
-        return line;
-    }
-    void write_line(const std::string& line) {
-        std::string text = line + "\n";
-        EXPECT_EQ(::write(in, text.data(), text.size()), static_cast<ssize_t>(text.size()));
-    }
-    // Reaps the child; true when it exited with status 0.
-    bool exited_cleanly() {
-        int wstatus = 0;
-        pid_t got = ::waitpid(pid, &wstatus, 0);
-        pid = -1;
-        return got > 0 && WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
-    }
-    ~Child() {
-        if (pid > 0) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, nullptr, 0);
-        }
-        ::close(out);
-        ::close(in);
-    }
-};
 
 TEST_P(EachEngine, AttachThenDetachWhileRunningAtFullSpeed) {
     Child spin("engine_spin");
