@@ -20,12 +20,12 @@
 #include <sys/user.h>
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "base/function_ref.hpp"
 #include "dwarf/debug_info.hpp"
 #include "probe/fetch.hpp"
 #include "uprobe/event.hpp"
@@ -153,7 +153,7 @@ void evaluate_arg(const std::string& name, const ArgProgram& program, const user
 // The raw value of one leaf program, from wherever it was run: the inline
 // engine's agent runs the leaves in the traced program and records their
 // results, which the tracer then formats with the same DWARF types.
-using LeafValue = std::function<Value(const FetchProgram& leaf, const FetchContext& context)>;
+using LeafValue = FunctionRef<Value(const FetchProgram& leaf, const FetchContext& context)>;
 
 // evaluate_arg with the leaves' values from `leaf`, asked for in the order
 // leaf_programs lists them.

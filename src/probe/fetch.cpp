@@ -362,6 +362,10 @@ Value evaluate(const FetchProgram& program, const user_regs_struct& regs, Memory
         text.resize(got);
         return Value::make_string(std::move(text), true);
     }
+    return number_value(program, acc);
+}
+
+Value number_value(const FetchProgram& program, uint64_t acc) {
     uint8_t size = program.value_size;
     if (size < 8) acc &= (uint64_t{1} << (8 * size)) - 1;
     switch (program.format) {

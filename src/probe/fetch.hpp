@@ -74,4 +74,9 @@ struct FetchContext {
 Value evaluate(const FetchProgram& program, const user_regs_struct& regs, MemoryReader& memory,
                const FetchContext& context);
 
+// What evaluate() makes of the steps' result `raw` for a number format
+// (Unsigned, Signed, Hex, Float): truncated to the value size and typed.
+// For an engine that ran the steps elsewhere (the inline engine's agent).
+Value number_value(const FetchProgram& program, uint64_t raw);
+
 }  // namespace uprobe::probe

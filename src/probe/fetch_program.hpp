@@ -31,6 +31,8 @@ struct FetchStep {
 
 // Duration: $duration of a return probe, from FetchContext::duration_ns.
 enum class FetchFormat : uint8_t { Unsigned, Signed, Hex, Float, String, Comm, Pid, Tid, Duration };
+// The formats of a number the steps compute (the first four).
+constexpr bool is_number(FetchFormat f) { return f <= FetchFormat::Float; }
 
 struct FetchProgram {
     static constexpr size_t kMaxSteps = 12;

@@ -8,11 +8,19 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <string_view>
 #include <nlohmann/json.hpp>
 
 namespace uprobe::sink {
 namespace {
+
+// The text of pending lines. fmt's buffer, as its appends inline to a
+// bounds check and a copy (std::string's are calls): a busy trace writes
+// millions of lines.
+using Text = fmt::memory_buffer;
+
+void put(Text& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
 
 // Writes whole lines. A terminal or pipe is flushed per line, since
 // someone reads it as we go; lines for a regular file are gathered here
@@ -23,14 +31,17 @@ public:
     explicit LineWriter(FILE* out) : out_(out) {
         struct stat st {};
         flush_each_ = fstat(fileno(out), &st) != 0 || !S_ISREG(st.st_mode);
+        pending_.reserve(kBatch + kBatch / 4);
     }
     ~LineWriter() { (void)flush(); }
-    bool write(const std::string& line) {
-        if (flush_each_)
-            return std::fwrite(line.data(), 1, line.size(), out_) == line.size() && std::fflush(out_) == 0;
-        pending_ += line;
-        return pending_.size() < kBatch || flush();
+    bool write(std::string_view line) {
+        put(pending_, line);
+        return end_line();
     }
+    // For a sink that writes its line in place: append to line(), then
+    // call end_line(). Saves a copy per event.
+    Text& line() { return pending_; }
+    bool end_line() { return (!flush_each_ && pending_.size() < kBatch) || flush(); }
 
 private:
     static constexpr size_t kBatch = 1 << 20;
@@ -41,238 +52,274 @@ private:
     }
     FILE* out_;
     bool flush_each_;
-    std::string pending_;
+    Text pending_;
 };
 
 class TextSink final : public Sink {
 public:
     explicit TextSink(FILE* out) : out_(out) {}
     bool event(const Event& e) override {
-        std::string line = fmt::format("{:>16} {:>6}/{:<6} {:>6}.{:06}: {}: ({:#x})", e.comm, e.pid,
-                                       e.tid, e.ts_ns / 1000000000, (e.ts_ns / 1000) % 1000000,
-                                       e.probe, e.addr);
+        Text& line = out_.line();
+        fmt::format_to(fmt::appender(line), "{:>16} {:>6}/{:<6} {:>6}.{:06}: {}: ({:#x})", e.comm, e.pid, e.tid,
+                       e.ts_ns / 1000000000, (e.ts_ns / 1000) % 1000000, e.probe, e.addr);
         for (const auto& a : e.args) {
-            line += ' ';
-            line += a.name;
-            line += '=';
-            line += format_value(a.value);
+            line.push_back(' ');
+            put(line, a.name);
+            line.push_back('=');
+            put(line, format_value(a.value));
         }
-        line += '\n';
-        for (const auto& frame : e.stack) line += "        " + describe_frame(frame) + "\n";
-        return out_.write(line);
+        line.push_back('\n');
+        for (const auto& frame : e.stack) fmt::format_to(fmt::appender(line), "        {}\n", describe_frame(frame));
+        return out_.end_line();
     }
 
 private:
     LineWriter out_;
 };
 
-// JSON text is written directly, without a document tree: a busy trace
-// writes millions of lines. Strings are the target's bytes, and JSON must
+// JSON text is written directly, without a document tree, and in place:
+// each piece makes sure of room for its longest text (a string escapes to
+// at most 6 bytes a byte) with one inline comparison, then stores through
+// a pointer. A busy trace writes millions of lines, and std::string's or
+// fmt's appends are calls. Strings are the target's bytes, and JSON must
 // be UTF-8: an invalid byte becomes U+FFFD.
-void append_string(std::string& out, std::string_view s) {
-    static const char kHex[] = "0123456789abcdef";
-    out += '"';
-    for (size_t i = 0; i < s.size();) {
-        // Runs of plain ASCII in one piece.
-        size_t plain = i;
-        while (plain < s.size()) {
-            const auto c = static_cast<unsigned char>(s[plain]);
-            if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
-            ++plain;
-        }
-        out.append(s.data() + i, plain - i);
-        i = plain;
-        if (i == s.size()) break;
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            default:
-                if (c < 0x20) {
-                    out += "\\u00";
-                    out += kHex[c >> 4];
-                    out += kHex[c & 15];
-                } else {
-                    out += static_cast<char>(c);
-                }
+class JsonOut {
+public:
+    explicit JsonOut(Text& text) : text_(text), p_(text.data() + text.size()), end_(text.data() + text.capacity()) {}
+    // The pieces written become part of the text.
+    void finish() { text_.resize(static_cast<size_t>(p_ - text_.data())); }
+
+    void put(char c) {
+        room(1);
+        *p_++ = c;
+    }
+    void put(std::string_view s) {
+        room(s.size());
+        std::memcpy(p_, s.data(), s.size());
+        p_ += s.size();
+    }
+    template <size_t N>
+    void put(const char (&s)[N]) {  // a literal: a copy of known size
+        room(N - 1);
+        std::memcpy(p_, s, N - 1);
+        p_ += N - 1;
+    }
+    template <class Integer>
+    void integer(Integer v) {
+        room(24);
+        p_ = std::to_chars(p_, p_ + 24, v).ptr;
+    }
+
+    void string(std::string_view s) {
+        static const char kHex[] = "0123456789abcdef";
+        room(6 * s.size() + 2);
+        put('"');
+        for (size_t i = 0; i < s.size();) {
+            // Runs of plain ASCII in one piece.
+            size_t plain = i;
+            while (plain < s.size()) {
+                const auto c = static_cast<unsigned char>(s[plain]);
+                if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
+                ++plain;
             }
-            ++i;
-            continue;
+            put(s.substr(i, plain - i));
+            i = plain;
+            if (i == s.size()) break;
+            const auto c = static_cast<unsigned char>(s[i]);
+            if (c < 0x80) {
+                switch (c) {
+                case '"': put("\\\""); break;
+                case '\\': put("\\\\"); break;
+                case '\n': put("\\n"); break;
+                case '\r': put("\\r"); break;
+                case '\t': put("\\t"); break;
+                case '\b': put("\\b"); break;
+                case '\f': put("\\f"); break;
+                default:
+                    put("\\u00");
+                    put(kHex[c >> 4]);
+                    put(kHex[c & 15]);
+                }
+                ++i;
+                continue;
+            }
+            // A well-formed sequence (RFC 3629, table 3-7 of Unicode 15): the
+            // lead byte's length and the second byte's range.
+            size_t length = 0;
+            unsigned char low = 0x80, high = 0xBF;
+            if (c >= 0xC2 && c <= 0xDF) length = 2;
+            else if (c >= 0xE0 && c <= 0xEF) length = 3, low = c == 0xE0 ? 0xA0 : 0x80, high = c == 0xED ? 0x9F : 0xBF;
+            else if (c >= 0xF0 && c <= 0xF4) length = 4, low = c == 0xF0 ? 0x90 : 0x80, high = c == 0xF4 ? 0x8F : 0xBF;
+            bool valid = length > 0 && i + length <= s.size();
+            for (size_t k = 1; valid && k < length; ++k) {
+                const auto b = static_cast<unsigned char>(s[i + k]);
+                valid = k == 1 ? (b >= low && b <= high) : (b >= 0x80 && b <= 0xBF);
+            }
+            if (valid) {
+                put(s.substr(i, length));
+                i += length;
+            } else {
+                put("\xEF\xBF\xBD");
+                ++i;
+            }
         }
-        // A well-formed sequence (RFC 3629, table 3-7 of Unicode 15): the
-        // lead byte's length and the second byte's range.
-        size_t length = 0;
-        unsigned char low = 0x80, high = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) length = 2;
-        else if (c >= 0xE0 && c <= 0xEF) length = 3, low = c == 0xE0 ? 0xA0 : 0x80, high = c == 0xED ? 0x9F : 0xBF;
-        else if (c >= 0xF0 && c <= 0xF4) length = 4, low = c == 0xF0 ? 0x90 : 0x80, high = c == 0xF4 ? 0x8F : 0xBF;
-        bool valid = length > 0 && i + length <= s.size();
-        for (size_t k = 1; valid && k < length; ++k) {
-            const auto b = static_cast<unsigned char>(s[i + k]);
-            valid = k == 1 ? (b >= low && b <= high) : (b >= 0x80 && b <= 0xBF);
+        put('"');
+    }
+
+    void number(double f) {
+        if (!std::isfinite(f)) {
+            put("null");
+            return;
         }
-        if (valid) {
-            out.append(s.data() + i, length);
-            i += length;
-        } else {
-            out += "\xEF\xBF\xBD";
-            ++i;
+        room(32);
+        char* start = p_;
+        p_ = std::to_chars(p_, p_ + 24, f).ptr;
+        std::string_view text(start, static_cast<size_t>(p_ - start));
+        if (text.find_first_of(".e") == std::string_view::npos) put(".0");  // stays a float to a reader
+    }
+
+    void value(const Value& v) {
+        switch (v.kind) {
+        case Value::Kind::Signed: integer(v.i); return;
+        case Value::Kind::Unsigned:
+        case Value::Kind::Hex: integer(v.u); return;
+        case Value::Kind::Float: number(v.f); return;
+        case Value::Kind::Bool: v.u ? put("true") : put("false"); return;
+        case Value::Kind::String:
+        case Value::Kind::Text: string(v.text); return;
+        case Value::Kind::Error: put("null"); return;
         }
+        put("null");
     }
-    out += '"';
-}
 
-template <class Integer>
-void append_integer(std::string& out, Integer v) {
-    char buffer[24];
-    out.append(buffer, std::to_chars(buffer, buffer + sizeof buffer, v).ptr);
-}
-
-void append_number(std::string& out, double f) {
-    if (!std::isfinite(f)) {
-        out += "null";
-        return;
+    void field(std::string_view key, bool& first) {
+        if (!first) put(',');
+        first = false;
+        string(key);
+        put(':');
     }
-    char buffer[32];
-    auto end = std::to_chars(buffer, buffer + sizeof buffer, f).ptr;
-    std::string_view text(buffer, static_cast<size_t>(end - buffer));
-    out += text;
-    if (text.find_first_of(".e") == std::string_view::npos) out += ".0";  // stays a float to a reader
-}
 
-void append_value(std::string& out, const Value& v) {
-    switch (v.kind) {
-    case Value::Kind::Signed: append_integer(out, v.i); return;
-    case Value::Kind::Unsigned:
-    case Value::Kind::Hex: append_integer(out, v.u); return;
-    case Value::Kind::Float: append_number(out, v.f); return;
-    case Value::Kind::Bool: out += v.u ? "true" : "false"; return;
-    case Value::Kind::String:
-    case Value::Kind::Text: append_string(out, v.text); return;
-    case Value::Kind::Error: out += "null"; return;
+private:
+    void room(size_t n) {
+        if (static_cast<size_t>(end_ - p_) < n) grow(n);
     }
-    out += "null";
-}
+    void grow(size_t n) {
+        const size_t used = static_cast<size_t>(p_ - text_.data());
+        text_.resize(used);  // what is written so far survives the move
+        text_.reserve(used + n + (used + n) / 2);
+        p_ = text_.data() + used;
+        end_ = text_.data() + text_.capacity();
+    }
 
-void append_field(std::string& out, std::string_view key, bool& first) {
-    if (!first) out += ',';
-    first = false;
-    append_string(out, key);
-    out += ':';
-}
+    Text& text_;
+    char* p_;
+    char* end_;
+};
 
 class JsonSink final : public Sink {
 public:
     explicit JsonSink(FILE* out) : out_(out) {}
     bool event(const Event& e) override {
-        std::string& j = line_;
-        j.clear();
-        bool first = true;
-        j += '{';
-        append_field(j, "probe", first);
-        append_string(j, e.probe);
-        append_field(j, "pid", first);
-        append_integer(j, e.pid);
-        append_field(j, "tid", first);
-        append_integer(j, e.tid);
-        append_field(j, "ts_ns", first);
-        append_integer(j, e.ts_ns);
-        append_field(j, "comm", first);
-        append_string(j, e.comm);
-        append_field(j, "addr", first);
-        append_integer(j, e.addr);
-        if (e.is_return) {
-            append_field(j, "return", first);
-            j += "true";
-            if (e.duration_ns) {
-                append_field(j, "duration_ns", first);
-                append_integer(j, e.duration_ns);
-            }
-        }
         // One member per name: a later argument of the same name (an
         // explicit one repeated by $params, say) replaces the earlier.
-        std::vector<const EventArg*> args;
+        std::vector<const EventArg*>& args = args_;
+        args.clear();
         for (const auto& a : e.args) {
             auto same = std::find_if(args.begin(), args.end(), [&](const EventArg* b) { return b->name == a.name; });
             if (same != args.end()) *same = &a;
             else args.push_back(&a);
         }
-        append_field(j, "args", first);
-        j += '{';
-        bool first_arg = true, errors = false, truncated = false;
+        JsonOut j(out_.line());
+        // The keys are plain ASCII, written as they are.
+        j.put("{\"probe\":");
+        j.string(e.probe);
+        j.put(",\"pid\":");
+        j.integer(e.pid);
+        j.put(",\"tid\":");
+        j.integer(e.tid);
+        j.put(",\"ts_ns\":");
+        j.integer(e.ts_ns);
+        j.put(",\"comm\":");
+        j.string(e.comm);
+        j.put(",\"addr\":");
+        j.integer(e.addr);
+        if (e.is_return) {
+            j.put(",\"return\":true");
+            if (e.duration_ns) {
+                j.put(",\"duration_ns\":");
+                j.integer(e.duration_ns);
+            }
+        }
+        j.put(",\"args\":{");
+        bool first = false, first_arg = true, errors = false, truncated = false;
         for (const EventArg* a : args) {
-            append_field(j, a->name, first_arg);
-            append_value(j, a->value);
+            j.field(a->name, first_arg);
+            j.value(a->value);
             errors |= a->value.kind == Value::Kind::Error;
             truncated |= a->value.truncated;
         }
-        j += '}';
+        j.put('}');
         if (errors) {
-            append_field(j, "errors", first);
-            j += '{';
+            j.field("errors", first);
+            j.put('{');
             bool first_error = true;
             for (const EventArg* a : args) {
                 if (a->value.kind != Value::Kind::Error) continue;
-                append_field(j, a->name, first_error);
-                append_string(j, a->value.text);
+                j.field(a->name, first_error);
+                j.string(a->value.text);
             }
-            j += '}';
+            j.put('}');
         }
         if (truncated) {
-            append_field(j, "truncated", first);
-            j += '[';
+            j.field("truncated", first);
+            j.put('[');
             bool first_name = true;
             for (const EventArg* a : args) {
                 if (!a->value.truncated) continue;
-                if (!first_name) j += ',';
+                if (!first_name) j.put(',');
                 first_name = false;
-                append_string(j, a->name);
+                j.string(a->name);
             }
-            j += ']';
+            j.put(']');
         }
         if (!e.stack.empty()) {
-            append_field(j, "stack", first);
-            j += '[';
+            j.field("stack", first);
+            j.put('[');
             for (size_t i = 0; i < e.stack.size(); ++i) {
                 const StackFrame& f = e.stack[i];
-                if (i) j += ',';
+                if (i) j.put(',');
                 bool first_key = true;
-                j += '{';
-                append_field(j, "pc", first_key);
-                append_integer(j, f.pc);
-                append_field(j, "function", first_key);
-                append_string(j, f.function);
-                append_field(j, "offset", first_key);
-                append_integer(j, f.offset);
-                append_field(j, "object", first_key);
-                append_string(j, f.object);
+                j.put('{');
+                j.field("pc", first_key);
+                j.integer(f.pc);
+                j.field("function", first_key);
+                j.string(f.function);
+                j.field("offset", first_key);
+                j.integer(f.offset);
+                j.field("object", first_key);
+                j.string(f.object);
                 if (!f.file.empty()) {
-                    append_field(j, "file", first_key);
-                    append_string(j, f.file);
-                    append_field(j, "line", first_key);
-                    append_integer(j, f.line);
+                    j.field("file", first_key);
+                    j.string(f.file);
+                    j.field("line", first_key);
+                    j.integer(f.line);
                 }
                 if (f.inlined) {
-                    append_field(j, "inlined", first_key);
-                    j += "true";
+                    j.field("inlined", first_key);
+                    j.put("true");
                 }
-                j += '}';
+                j.put('}');
             }
-            j += ']';
+            j.put(']');
         }
-        j += "}\n";
-        return out_.write(j);
+        j.put("}\n");
+        j.finish();
+        return out_.end_line();
     }
 
 private:
     LineWriter out_;
-    std::string line_;  // reused: no allocation per event once it has grown
+    std::vector<const EventArg*> args_;  // reused: no allocation per event
 };
 
 class CountSink final : public Sink {

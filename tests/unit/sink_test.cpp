@@ -101,6 +101,37 @@ TEST(JsonSink, StringsAreEscapedAndInvalidUtf8Replaced) {
     EXPECT_EQ(lines[0]["args"]["i"], "a" + r + "b" + r + r + r + r + "c");
 }
 
+// The line is written in room reserved from the event's size: the worst
+// cases of every part (control bytes escape to six bytes each) at once,
+// many lines of it past the writer's batch (run under ASan in CI).
+TEST(JsonSink, WorstCaseEscapingFitsItsRoom) {
+    const std::string controls(3000, '\x01');
+    Event e = event_with({});
+    e.probe = controls;
+    e.comm = controls;
+    e.is_return = true;
+    e.duration_ns = UINT64_MAX;
+    e.ts_ns = UINT64_MAX;
+    e.pid = INT32_MIN;
+    e.addr = UINT64_MAX;
+    for (int i = 0; i < 20; ++i) {
+        Value cut = text(Value::Kind::String, controls);
+        cut.truncated = true;
+        e.args.push_back({controls + std::to_string(i), cut});
+        e.args.push_back({"e" + controls + std::to_string(i), text(Value::Kind::Error, controls)});
+        e.args.push_back({"f" + std::to_string(i), Value::make_float(-1.2345678901234567e-300)});
+        e.args.push_back({"s" + std::to_string(i), Value::make_signed(INT64_MIN)});
+    }
+    e.stack.push_back(StackFrame{UINT64_MAX, controls, UINT64_MAX, controls, controls, INT32_MIN, true});
+    auto lines = written(std::vector<Event>(40, e));
+    ASSERT_EQ(lines.size(), 40u);
+    EXPECT_EQ(lines[39]["probe"], controls);
+    EXPECT_EQ(lines[39]["errors"]["e" + controls + "19"], controls);
+    EXPECT_EQ(lines[39]["args"]["s19"], INT64_MIN);
+    EXPECT_EQ(lines[39]["truncated"].size(), 20u);
+    EXPECT_EQ(lines[39]["stack"][0]["file"], controls);
+}
+
 TEST(JsonSink, FloatsStayFloatsAndNonFiniteIsNull) {
     auto f = [](double d) {
         Value v;
