@@ -26,7 +26,7 @@
 namespace uprobe::agent {
 
 constexpr uint32_t kMagic = 0x75707262;  // "uprb"
-constexpr uint32_t kAbiVersion = 5;
+constexpr uint32_t kAbiVersion = 6;
 
 // Environment variable naming the inherited region fd at launch.
 constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
@@ -63,7 +63,10 @@ struct Site {
     uint32_t arg_count;
     uint32_t string_max;     // bound of a :string read
     uint32_t next;           // index + 1 of the next site at the same address, 0: none
-    uint64_t hits;           // atomic: every hit, recorded or not
+    // atomic: the hits of a count-only site (a return probe's: its
+    // returns). A site that writes records counts nothing here: its hits
+    // are the records the tracer drains plus `dropped`.
+    uint64_t hits;
     uint64_t dropped;        // atomic: records lost to a full ring or no free ring
     uint64_t reentered;      // atomic: hits inside the handler, skipped
     uint64_t pad[1];
@@ -191,7 +194,7 @@ struct Header {
     uint32_t program_capacity;
     uint32_t ring_count;
     uint32_t follow_children;   // forked children keep reporting (else they go quiet)
-    uint64_t ring_size;         // bytes of data per ring
+    uint64_t ring_size;         // bytes of data per ring, a power of two
     uint64_t sites_offset;
     uint64_t programs_offset;
     uint64_t rings_offset;      // RingControl + data, ring_stride apart

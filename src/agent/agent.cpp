@@ -87,6 +87,7 @@ size_t safe_read(uint64_t address, void* out, size_t size) {
 
 RingControl* claim_ring(Header* h) {
     if (!t_tid) t_tid = static_cast<uint32_t>(raw_syscall(SYS_gettid));
+    if (h->ring_size == 0 || (h->ring_size & (h->ring_size - 1))) return nullptr;  // positions are masked
     for (uint32_t i = 0; i < h->ring_count; ++i) {
         RingControl* r = ring_of(h, i);
         uint32_t expected = 0;
@@ -116,7 +117,7 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
     uint8_t* data = ring_data(r);
     uint64_t head = r->head;
     const uint64_t tail = load(&r->tail);
-    uint64_t pos = head % size;
+    uint64_t pos = head & (size - 1);
     if (pos + need > size) {
         uint64_t skip = size - pos;
         if (head + skip + need - tail > size) return false;
@@ -384,7 +385,10 @@ void caught(Header* h, uint64_t rsp) {
 void report_return(Header* h, const ShadowFrame& f, const uint64_t* frame) {
     if (!load(&h->enabled) || quiet(h) || f.site >= h->site_count) return;
     Site& site = sites_of(h)[f.site];
-    if (site.flags & kSiteCountOnly) return;
+    if (site.flags & kSiteCountOnly) {
+        add<uint64_t>(&site.hits, 1);
+        return;
+    }
     if (!t_ring || t_ring_region != h) {
         t_ring = claim_ring(h);
         t_ring_region = h;
@@ -454,7 +458,8 @@ void hit(const uint64_t* frame, Header* h, uint32_t index) {
                 caught(h, frame[kFrameRsp]);
                 break;
             }
-            add<uint64_t>(&site.hits, 1);
+            // A return probe's hits are its returns (report_return).
+            if ((site.flags & (kSiteReturnEntry | kSiteCountOnly)) == kSiteCountOnly) add<uint64_t>(&site.hits, 1);
             if (site.flags & kSiteReturnEntry) {
                 hook_return(h, site, index, frame, now());
             } else if (!(site.flags & kSiteCountOnly)) {

@@ -91,6 +91,7 @@ TEST_P(EachEngine, HardInstructionsRunOutOfLine) {
         "movsb=rep_movsb_fn+" + offset("rep_movsb_site", "rep_movsb_fn"),
         "syscall=syscall_getpid+" + offset("syscall_site", "syscall_getpid"),
         "cpuid=cpuid_fn+" + offset("cpuid_site", "cpuid_fn"),
+        "flags=flags_roundtrip+" + offset("flags_site", "flags_roundtrip"),
     };
     auto r = launch(probes, {bin});
     ASSERT_EQ(r.error, "");
@@ -99,11 +100,12 @@ TEST_P(EachEngine, HardInstructionsRunOutOfLine) {
     std::map<std::string, int> hits;
     for (const auto& e : r.events) hits[e.probe]++;
     // main calls riprel_load twice per round, jcc_fn twice (one taken), and
-    // loop_fn(10) runs its loop instruction 10 times; 3 rounds.
+    // loop_fn(10) runs its loop instruction 10 times, flags_roundtrip
+    // runs 9 times (its output shows the flags passed through); 3 rounds.
     std::map<std::string, int> expected = {
         {"riprel_load", 6}, {"riprel_store", 3}, {"call_rel", 3}, {"jmp_rel", 3}, {"jcc", 6},
         {"jcc_target", 3},  {"loop", 30},        {"ret_fn", 3},   {"push_rip", 3}, {"movsb", 3},
-        {"syscall", 3},     {"cpuid", 3},
+        {"syscall", 3},     {"cpuid", 3},        {"flags", 27},
     };
     EXPECT_EQ(hits, expected);
 }

@@ -101,6 +101,20 @@ cpuid_site:
         ret
 END(cpuid_fn)
 
+# Loads rflags from %rdi and returns what the instruction after the site
+# sees: the arithmetic flags and DF must pass through a probe unchanged.
+FUNC(flags_roundtrip)
+        pushq %rdi
+        popfq
+        .globl flags_site
+flags_site:
+        pushfq
+        popq %rax
+        andq $0xcd5, %rax
+        cld
+        ret
+END(flags_roundtrip)
+
 # Never called: no instruction of a probe may run out of line in its place.
 FUNC(trap_fn)
         ud2

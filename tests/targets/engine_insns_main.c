@@ -14,6 +14,7 @@ long push_rip(void);
 void rep_movsb_fn(char *dst, const char *src, long n);
 long syscall_getpid(void);
 unsigned cpuid_fn(void);
+long flags_roundtrip(long flags);
 
 int main(void) {
     for (long round = 0; round < 3; ++round) {
@@ -26,6 +27,10 @@ int main(void) {
                "getpid %d cpuid %x\n",
                round, before, riprel_load(), call_rel(), jmp_rel(), jcc_fn(0), jcc_fn(1), loop_fn(10),
                push_rip(), buffer, syscall_getpid() == getpid(), cpuid_fn());
+        // CF, PF, AF, ZF, SF, DF, OF, none, all (bit 1 is always set).
+        static const long patterns[] = {0x3, 0x6, 0x12, 0x42, 0x82, 0x402, 0x802, 0x2, 0xcd7};
+        for (int i = 0; i < 9; ++i) printf(" %lx", flags_roundtrip(patterns[i]));
+        printf("\n");
     }
     return 0;
 }

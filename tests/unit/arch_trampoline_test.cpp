@@ -138,7 +138,11 @@ TEST(Trampoline, VectorRegistersAreSavedForTheHandler) {
     uint64_t bits;
     std::memcpy(&bits, &x, 8);
     g_seen = {};
-    EXPECT_EQ(f(x), bits);
+    // The vector registers are saved for the handler to read, not put back
+    // after it: the handler must leave them alone (the agent is built with
+    // -mgeneral-regs-only), which this test's handler need not, so what f
+    // returns is not asserted.
+    (void)f(x);
     EXPECT_EQ(g_seen.xmm0, bits);
 }
 

@@ -65,6 +65,25 @@ constexpr Slot kRestored[] = {{R11, 6}, {R10, 7}, {R9, 8}, {R8, 9}, {RCX, 11}, {
 constexpr uint32_t kSlotRax = 10, kSlotRip = 16, kSlotFlags = 18, kSlotRsp = 19;
 constexpr uint32_t kRedZone = 128;
 
+// Puts back the flags the handler may change (the arithmetic ones and
+// DF, which the trampoline clears) from the pushed rflags word, clobbering
+// rax and rcx (restored after). popfq would do it in one instruction, but
+// costs about as much as the rest of the trampoline.
+void emit_restore_flags(Code& c, uint32_t internal) {
+    c.rsp_move(false, RAX, internal);         // mov rax, [rsp+internal]: where rflags was pushed
+    c.bytes({0x48, 0x8B, 0x08});              // mov rcx, [rax]: rflags
+    c.bytes({0x89, 0xC8});                    // mov eax, ecx
+    c.bytes({0xC1, 0xE8, 0x0B});              // shr eax, 11
+    c.bytes({0x83, 0xE0, 0x01});              // and eax, 1: OF
+    c.bytes({0x6B, 0xC0, 0x7F});              // imul eax, eax, 0x7f
+    c.bytes({0xF6, 0xC5, 0x04});              // test ch, 4: DF
+    c.bytes({0x74, 0x01});                    // jz +1
+    c.bytes({0xFD});                          // std
+    c.bytes({0x04, 0x7F});                    // add al, 0x7f: OF set iff al was 0x7f
+    c.bytes({0x88, 0xCC});                    // mov ah, cl: SF ZF AF PF CF
+    c.bytes({0x9E});                          // sahf (OF and DF untouched)
+}
+
 // Saves the thread's state as the frame, calls the handler, restores.
 void emit_handler_call(Code& c, const TrampolineRequest& r) {
     const uint32_t internal = kFrameGeneralWords * 8;
@@ -102,11 +121,12 @@ void emit_handler_call(Code& c, const TrampolineRequest& r) {
     c.bytes({0x48, 0xB8});  // mov rax, imm64
     c.u64(r.handler);
     c.bytes({0xFF, 0xD0});  // call rax
-    if (r.save_vector_registers)
-        for (uint8_t x = 0; x < 16; ++x) c.rsp_xmm(false, x, static_cast<uint32_t>(kFrameXmmOffset + 16 * x));
+    // Vector registers are not restored: the handler leaves them alone
+    // (see make_trampoline), so they were saved for it to read only.
+    emit_restore_flags(c, internal);
     for (const Slot& s : kRestored) c.rsp_move(false, s.reg, s.slot * 8);
     c.rsp_move(false, RSP, internal);               // mov rsp, [rsp+internal]
-    c.bytes({0x9D});                                 // popfq
+    c.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});         // lea rsp, [rsp+8]: over the pushed flags
     c.bytes({0x58});                                 // pop rax
     c.bytes({0x48, 0x8D, 0xA4, 0x24});               // lea rsp, [rsp+128]
     c.u32(kRedZone);
@@ -171,7 +191,13 @@ std::vector<uint8_t> make_return_trampoline(uint64_t address, uint64_t handler, 
     r.argument = argument;
     r.save_vector_registers = true;
     emit_handler_call(c, r);
-    c.bytes({0xC3});  // ret: to the original return address
+    // To the original return address by an indirect jump, not a ret: the
+    // function's ret into this code already took the return-stack
+    // buffer's entry for its caller, and a second ret would take the
+    // caller's caller's, mispredicting every return above. The word stays
+    // inside the red zone, which signal delivery skips.
+    c.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});  // lea rsp, [rsp+8]
+    c.bytes({0xFF, 0x64, 0x24, 0xF8});        // jmp qword [rsp-8]
     return std::move(c.raw());
 }
 

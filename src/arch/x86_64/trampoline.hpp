@@ -71,7 +71,7 @@ Result<Trampoline> make_trampoline(const TrampolineRequest& request);
 // (vector registers included: xmm0/xmm1 may hold the return value) as a
 // frame whose rsp is that word's address, calls handler(frame, argument,
 // 0) — which must store the original return address in the word — and
-// returns there with every register as the function returned them.
+// jumps there with every register as the function returned them.
 std::vector<uint8_t> make_return_trampoline(uint64_t address, uint64_t handler, uint64_t argument);
 
 }  // namespace uprobe::arch

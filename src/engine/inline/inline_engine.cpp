@@ -67,6 +67,7 @@ static_assert(abi::kFrameXmmOffset == arch::kFrameXmmOffset);
 constexpr uint64_t kAreaSize = 1 << 20;
 // Room for every function of a large library (libLLVM-15: 36,687).
 constexpr abi::Layout kLayout{65536, 32768, 64, 1 << 20, 16384};
+static_assert((kLayout.ring_size & (kLayout.ring_size - 1)) == 0, "the agent masks ring positions");
 
 uint64_t rdtsc() { return __builtin_ia32_rdtsc(); }
 
@@ -132,6 +133,11 @@ struct SiteInfo {
     // Count-only jump sites count in their trampoline, which knows only the
     // first site at its address: later probes there read that counter.
     int64_t hits_from = -1;
+    // Records of this site drained (returns too, for a return probe's
+    // entry site). A site that writes records counts no hit in the program
+    // (a locked add per hit costs as much as the record): its hits are the
+    // records delivered plus those dropped.
+    uint64_t delivered = 0;
 };
 
 struct Patch {
@@ -1230,8 +1236,9 @@ void InlineEngine::drain(Target& t) {
             const bool is_return = rec->kind == abi::kRecordReturn;
             if ((rec->kind == abi::kRecordHit || is_return) && rec->site < t.sites.size() &&
                 t.sites[rec->site].probe_id < request_.probes.size()) {
-                const SiteInfo& site = t.sites[rec->site];
+                SiteInfo& site = t.sites[rec->site];
                 const ProbeSpec& spec = request_.probes[site.probe_id];
+                ++site.delivered;
                 event.probe_id = site.probe_id;
                 event.probe = spec.name;
                 event.pid = static_cast<pid_t>(rec->pid);
@@ -1269,6 +1276,8 @@ void InlineEngine::drain(Target& t) {
                     --left;
                     const auto* arg = reinterpret_cast<const abi::ArgHeader*>(at);
                     at += sizeof(abi::ArgHeader);
+                    if (arg->kind == abi::kArgNumber && probe::is_number(program.format))
+                        return probe::number_value(program, arg->value);
                     probe::FetchProgram constant = program;
                     constant.step_count = 1;
                     constant.steps[0] = probe::FetchStep{probe::FetchOp::LoadConst, 0, 8, 1, static_cast<int64_t>(arg->value)};
@@ -1308,16 +1317,23 @@ void InlineEngine::drain(Target& t) {
     }
 }
 
+// Site i's hits: counted in the program (count-only sites), or records
+// drained plus records dropped (abi.hpp, Site::hits).
+uint64_t site_hits(const Target& t, size_t i) {
+    const abi::Site* sites = abi::sites_of(t.region);
+    const size_t counted = t.sites[i].hits_from >= 0 ? static_cast<size_t>(t.sites[i].hits_from) : i;
+    return __atomic_load_n(&sites[counted].hits, __ATOMIC_RELAXED) + t.sites[i].delivered +
+           (sites[i].flags & abi::kSiteCountOnly ? 0 : __atomic_load_n(&sites[i].dropped, __ATOMIC_RELAXED));
+}
+
 std::vector<ProbeStats> InlineEngine::stats() const {
     std::vector<ProbeStats> out = stats_;
     for (const auto& t : targets_) {
         if (!t->region) continue;
         for (size_t i = 0; i < t->sites.size(); ++i) {
             if (t->sites[i].probe_id >= out.size()) continue;  // internal
-            const abi::Site& s = abi::sites_of(t->region)[i];
-            const abi::Site& counted = t->sites[i].hits_from >= 0 ? abi::sites_of(t->region)[t->sites[i].hits_from] : s;
-            out[t->sites[i].probe_id].hits += __atomic_load_n(&counted.hits, __ATOMIC_RELAXED);
-            out[t->sites[i].probe_id].dropped += __atomic_load_n(&s.dropped, __ATOMIC_RELAXED);
+            out[t->sites[i].probe_id].hits += site_hits(*t, i);
+            out[t->sites[i].probe_id].dropped += __atomic_load_n(&abi::sites_of(t->region)[i].dropped, __ATOMIC_RELAXED);
         }
     }
     return out;
@@ -1411,10 +1427,8 @@ void InlineEngine::share_semaphores(Target& t) {
 void InlineEngine::bank_counters(Target& t) {
     for (size_t i = 0; i < t.sites.size(); ++i) {
         if (t.sites[i].probe_id >= stats_.size()) continue;  // internal
-        const abi::Site& s = abi::sites_of(t.region)[i];
-        const abi::Site& counted = t.sites[i].hits_from >= 0 ? abi::sites_of(t.region)[t.sites[i].hits_from] : s;
-        stats_[t.sites[i].probe_id].hits += __atomic_load_n(&counted.hits, __ATOMIC_RELAXED);
-        stats_[t.sites[i].probe_id].dropped += __atomic_load_n(&s.dropped, __ATOMIC_RELAXED);
+        stats_[t.sites[i].probe_id].hits += site_hits(t, i);
+        stats_[t.sites[i].probe_id].dropped += __atomic_load_n(&abi::sites_of(t.region)[i].dropped, __ATOMIC_RELAXED);
     }
     t.sites.clear();
 }
