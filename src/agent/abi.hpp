@@ -26,7 +26,7 @@
 namespace uprobe::agent {
 
 constexpr uint32_t kMagic = 0x75707262;  // "uprb"
-constexpr uint32_t kAbiVersion = 6;
+constexpr uint32_t kAbiVersion = 7;
 
 // Environment variable naming the inherited region fd at launch.
 constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
@@ -76,9 +76,12 @@ static_assert(sizeof(Site) == 64);
 // A single-producer, single-consumer byte ring. Records are 8-byte aligned
 // and never wrap: a record that does not fit before the end is preceded by
 // a Skip record filling the rest.
+// A thread claims a free ring with a CAS of `owner`, and keeps it for its
+// life; a thread that finds none free takes over the ring of a thread
+// that is gone (the same CAS, from the dead owner's word), records still
+// in it and all: only one thread writes a ring at a time.
 struct alignas(64) RingControl {
-    uint32_t owner_tid;  // 0: free; claimed with a CAS by its thread
-    uint32_t owner_pid;
+    uint64_t owner;  // tid | pid << 32 of the owning thread; 0: free
     uint64_t pad0[7];
     uint64_t head;  // producer: bytes written (monotonic)
     uint64_t pad1[7];
@@ -199,7 +202,6 @@ struct Header {
     uint64_t programs_offset;
     uint64_t rings_offset;      // RingControl + data, ring_stride apart
     uint64_t ring_stride;
-    uint64_t lost_no_ring;      // atomic: hits of threads that found no free ring
     uint64_t int3_offset;
     uint32_t int3_capacity;
     uint32_t int3_count;

@@ -85,16 +85,25 @@ size_t safe_read(uint64_t address, void* out, size_t size) {
     return n < 0 ? 0 : static_cast<size_t>(n);
 }
 
+// The calling thread's ring: a free one, else one whose owner is gone
+// (a process that starts threads all along has more of them over its life
+// than there are rings). System calls here only: once per thread.
 RingControl* claim_ring(Header* h) {
     if (!t_tid) t_tid = static_cast<uint32_t>(raw_syscall(SYS_gettid));
     if (h->ring_size == 0 || (h->ring_size & (h->ring_size - 1))) return nullptr;  // positions are masked
-    for (uint32_t i = 0; i < h->ring_count; ++i) {
-        RingControl* r = ring_of(h, i);
-        uint32_t expected = 0;
-        if (load(&r->owner_tid) != 0) continue;
-        if (__atomic_compare_exchange_n(&r->owner_tid, &expected, t_tid, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-            __atomic_store_n(&r->owner_pid, g_pid, __ATOMIC_RELEASE);
-            return r;
+    const uint64_t mine = t_tid | uint64_t{g_pid} << 32;
+    for (int pass = 0; pass < 2; ++pass) {
+        for (uint32_t i = 0; i < h->ring_count; ++i) {
+            RingControl* r = ring_of(h, i);
+            uint64_t owner = load(&r->owner);
+            if (owner != 0) {
+                if (pass == 0) continue;
+                const long gone = raw_syscall(SYS_tgkill, static_cast<long>(owner >> 32),
+                                              static_cast<long>(owner & 0xffffffff), 0);
+                if (gone != -ESRCH) continue;
+            }
+            if (__atomic_compare_exchange_n(&r->owner, &owner, mine, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+                return r;
         }
     }
     return nullptr;

@@ -154,6 +154,24 @@ TEST_P(EachEngine, EightThreadsExactCounts) {
     }
 }
 
+// 400 threads, one round of 8 after another: more threads over the run
+// than the inline engine has rings (64), so it must take back those of
+// threads that are gone. Every hit is an event, none dropped.
+TEST_P(EachEngine, ManyShortLivedThreadsLoseNoHit) {
+    const std::vector<std::string> argv = {target("engine_threads"), "10", "50"};
+    auto r = launch({"hit i=$arg1"}, argv);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced(argv));
+    std::set<pid_t> tids;
+    for (const auto& e : r.events) tids.insert(e.tid);
+    EXPECT_EQ(r.events.size(), 50u * 8u * 10u);
+    EXPECT_EQ(tids.size(), 400u);
+    ASSERT_EQ(r.stats.size(), 1u);
+    EXPECT_EQ(r.stats[0].hits, 50u * 8u * 10u);
+    EXPECT_EQ(r.stats[0].dropped, 0u);
+}
+
 TEST_P(EachEngine, ForkWithoutFollowLeavesTheChildUntracedAndUnharmed) {
     auto r = launch({"work w=$arg1"}, {target("engine_fork")});
     ASSERT_EQ(r.error, "");

@@ -1465,8 +1465,7 @@ void InlineEngine::follow_exec(Target& t) {
     std::memset(abi::int3_table_of(h), 0, sizeof(abi::Int3Entry) * h->int3_capacity);
     for (uint32_t i = 0; i < h->ring_count; ++i) {
         abi::RingControl* r = abi::ring_of(h, i);
-        __atomic_store_n(&r->owner_pid, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&r->owner_tid, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&r->owner, 0, __ATOMIC_RELEASE);
     }
     t.remote_region = h->self;
     t.acked = __atomic_load_n(&h->notify_seq, __ATOMIC_ACQUIRE);
