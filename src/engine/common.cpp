@@ -67,6 +67,19 @@ std::optional<uint64_t> take_code(std::vector<CodeArea>& areas, uint64_t area_si
     return std::nullopt;
 }
 
+Result<std::vector<arch::CodeRange>> function_parts(const elf::Binary& binary, const probe::Site& site) {
+    if (site.function_size == 0) return Error("the size of " + site.function + " is unknown");
+    UPROBE_TRY(auto bytes, binary.code(site.function_vaddr, site.function_size));
+    std::vector<arch::CodeRange> parts = {{site.function_vaddr, bytes}};
+    if (const auto* symbol = binary.function_containing(site.function_vaddr)) {
+        for (const auto* cold : binary.find_functions(symbol->name + ".cold")) {
+            if (cold->name != symbol->name + ".cold" || cold->size == 0) continue;
+            if (auto cold_bytes = binary.code(cold->vaddr, cold->size)) parts.push_back({cold->vaddr, *cold_bytes});
+        }
+    }
+    return parts;
+}
+
 bool is_glob_probe(const ProbeSpec& spec) {
     return spec.location.kind == LocationKind::Function && spec.location.function.find_first_of("*?[") != std::string::npos;
 }

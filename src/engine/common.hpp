@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "arch/x86_64/decode.hpp"
 #include "probe/dwarf_fetch.hpp"
 #include "uprobe/result.hpp"
 #include "uprobe/spec.hpp"
@@ -35,6 +36,10 @@ struct ObjectKey {
 // path names a file as the target sees it (it may live in another mount
 // namespace), compared by identity; a library name matches by file name.
 bool probe_names_object(const ProbeSpec& spec, pid_t pid, ObjectKey exe, ObjectKey key, const std::string& path);
+
+// The code of the function holding `site`: its body, then its part the
+// compiler moved away (gcc's NAME.cold), when the file has one.
+Result<std::vector<arch::CodeRange>> function_parts(const elf::Binary& binary, const probe::Site& site);
 
 // Whether FUNC is a glob. Such a probe names functions the user did not
 // pick one by one, so a site of it that cannot be probed (a function that

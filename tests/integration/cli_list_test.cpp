@@ -281,6 +281,40 @@ TEST(CliList, SitesSayJumpOrInt3AndWhy) {
     EXPECT_NE(traced.err.find("(4 jump, 1 int3)"), std::string::npos) << traced.err;
 }
 
+// A switch's indirect jump goes through a jump table whose entries, read
+// from the file, do not land in the patched bytes: a jump goes there too
+// (ret_switch.c: a PIE's relative tables, a non-PIE's absolute ones).
+TEST(CliList, SwitchesThroughJumpTablesGetJumpSites) {
+    for (const char* name : {"ret_switch", "ret_switch_nopie"}) {
+        const std::string bin = target_path(name);
+        auto r = run({uprobe_path(), "list", "-x", bin, "--sites", "pick*", "--format", "json"});
+        ASSERT_EQ(r.status, 0) << r.describe();
+        std::set<std::string> jumps;
+        for (const auto& line : lines_of(r.out)) {
+            auto j = nlohmann::json::parse(line);
+            if (j["method"] == "jump" && j["function"].get<std::string>().find(".cold") == std::string::npos)
+                jumps.insert(j["function"].get<std::string>());
+        }
+        EXPECT_EQ(jumps, (std::set<std::string>{"pick", "pick32", "pick8"})) << name << "\n" << r.out;
+        auto traced = run({uprobe_path(), "trace", "-v", "--engine", "inline", "--count", "--format", "json", "pick",
+                           "pick32", "pick8", "--", bin, "12"});
+        ASSERT_EQ(traced.status, 0) << traced.describe();
+        EXPECT_EQ(traced.err.find("int3 site"), std::string::npos) << traced.err;
+        std::map<std::string, uint64_t> hits;
+        std::string program_output;
+        for (const auto& line : lines_of(traced.out)) {
+            if (line.rfind("{", 0) != 0) {
+                program_output += line + "\n";
+                continue;
+            }
+            auto j = nlohmann::json::parse(line);
+            hits[j["probe"].get<std::string>()] = j["hits"].get<uint64_t>();
+        }
+        EXPECT_EQ(program_output, run({bin, "12"}).out);
+        EXPECT_EQ(hits, (std::map<std::string, uint64_t>{{"pick", 12}, {"pick32", 12}, {"pick8", 12}})) << traced.out;
+    }
+}
+
 TEST(CliList, BadInputIsOneClearLine) {
     Scratch s;
     std::string elf = read_all(target_path("cli_funcs"));

@@ -191,5 +191,65 @@ TEST(JumpSite, RefusesWhatAJumpCannotReplace) {
     EXPECT_NE(r.error().message().find("indirect jump"), std::string::npos) << r.error().message();
 }
 
+// A switch's jump table (gcc -O2 -fpie's form): the jump is safe when no
+// entry lands inside the patched bytes, which only the table says.
+TEST(JumpSite, JumpTableEntriesAreBranchTargetsToo) {
+    const uint64_t at = 0x1000;
+    const std::vector<uint8_t> code = {
+        0x48, 0x83, 0xff, 0x06,                    // 1000: cmp rdi, 6      <- site: displaces cmp + ja
+        0x77, 0x10,                                // 1004: ja 0x1016
+        0x48, 0x8d, 0x15, 0x00, 0x10, 0x00, 0x00,  // 1006: lea rdx, [rip + 0x1000]  (table at 0x200d)
+        0x48, 0x63, 0x04, 0xba,                    // 100d: movsxd rax, dword [rdx + rdi*4]
+        0x48, 0x01, 0xd0,                          // 1011: add rax, rdx
+        0xff, 0xe0,                                // 1014: jmp rax
+        0x31, 0xc0,                                // 1016: xor eax, eax
+        0xc3,                                      // 1018: ret
+    };
+    std::vector<uint64_t> targets(7, 0x1016);
+    std::vector<uint8_t> table;
+    auto reader = [&](const JumpTable& t) -> Result<std::span<const uint8_t>> {
+        EXPECT_EQ(t.table, 0x200du);
+        EXPECT_EQ(t.entries, 7u);
+        table.clear();
+        for (uint64_t target : targets) {
+            const auto offset = static_cast<uint32_t>(static_cast<int32_t>(target - 0x200d));
+            for (int i = 0; i < 4; ++i) table.push_back(static_cast<uint8_t>(offset >> (8 * i)));
+        }
+        return std::span<const uint8_t>(table);
+    };
+    const std::vector<CodeRange> parts = {{at, code}};
+    auto r = check_jump_site(parts, at, reader);
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(*r, 6u);
+    targets[3] = 0x1004;  // the ja, inside the 6 patched bytes
+    r = check_jump_site(parts, at, reader);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("jump table"), std::string::npos) << r.error().message();
+    // Without the table the jump is refused, as before.
+    r = check_jump_site(parts, at);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("indirect jump"), std::string::npos) << r.error().message();
+    // A table that cannot be read: refused with the reader's reason.
+    r = check_jump_site(parts, at, [](const JumpTable&) -> Result<std::span<const uint8_t>> { return Error("relocated"); });
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("relocated"), std::string::npos) << r.error().message();
+}
+
+// gcc moves unlikely paths to NAME.cold, which may jump back anywhere in
+// the body, the patched bytes included.
+TEST(JumpSite, BranchesOfTheColdPartCount) {
+    const uint64_t at = 0x1000;
+    // push rbp; mov rbp, rsp; nop; ret
+    const std::vector<uint8_t> body = {0x55, 0x48, 0x89, 0xE5, 0x90, 0x90, 0xC3};
+    // 0x5000: jmp 0x1001 (rel32: 0x1001 - 0x5005)
+    const auto rel = static_cast<uint32_t>(static_cast<int32_t>(0x1001 - 0x5005));
+    const std::vector<uint8_t> cold = {0xE9, static_cast<uint8_t>(rel), static_cast<uint8_t>(rel >> 8),
+                                       static_cast<uint8_t>(rel >> 16), static_cast<uint8_t>(rel >> 24)};
+    auto r = check_jump_site({{at, body}, {0x5000, cold}}, at);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("0x5000"), std::string::npos) << r.error().message();
+    EXPECT_TRUE(check_jump_site({{at, body}}, at));
+}
+
 }  // namespace
 }  // namespace uprobe::arch

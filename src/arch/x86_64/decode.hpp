@@ -36,6 +36,13 @@ Result<Instruction> decode_one(std::span<const uint8_t> code, uint64_t address,
 Result<std::vector<uint64_t>> instruction_boundaries(std::span<const uint8_t> code,
                                                      uint64_t address);
 
+// One contiguous part of a function's code: its body, or a part the
+// compiler moved away (gcc's NAME.cold for unlikely paths).
+struct CodeRange {
+    uint64_t start = 0;
+    std::span<const uint8_t> code;
+};
+
 // How an instruction leaves: what a return probe or a relocator must know.
 struct BranchInfo {
     bool is_ret = false;

@@ -148,7 +148,10 @@ void emit_counter(Code& c, const TrampolineRequest& r) {
 
 }  // namespace
 
-Result<size_t> check_jump_site(std::span<const uint8_t> function, uint64_t function_address, uint64_t site) {
+Result<size_t> check_jump_site(const std::vector<CodeRange>& parts, uint64_t site, const JumpTableReader& read_table) {
+    if (parts.empty()) return Error("no code");
+    const std::span<const uint8_t> function = parts[0].code;
+    const uint64_t function_address = parts[0].start;
     const uint64_t end = function_address + function.size();
     if (site < function_address || site >= end) return Error("site " + hex(site) + " is outside its function");
     auto boundaries = instruction_boundaries(function, function_address);
@@ -166,20 +169,55 @@ Result<size_t> check_jump_site(std::span<const uint8_t> function, uint64_t funct
     if (!started) return Error("site " + hex(site) + " is not on an instruction boundary");
     if (displaced < kJumpPatchSize)
         return Error("the function ends " + std::to_string(end - site) + " bytes after the site (a jump needs 5)");
-    for (uint64_t start : *boundaries) {
-        auto branch = classify_branch(function.subspan(start - function_address), start);
-        if (!branch) return branch.error();
-        if (branch->target && *branch->target > site && *branch->target < site + displaced)
-            return Error("the branch at " + hex(start) + " lands inside the patched bytes");
-        if (branch->is_jump && branch->is_indirect)
-            return Error("the function has an indirect jump at " + hex(start) + " (a jump table may land anywhere)");
-        if (branch->is_call && start >= site && start + 1 < site + displaced) {
-            auto insn = decode_one(function.subspan(start - function_address), start);
-            if (insn && start + insn->length < site + displaced)
-                return Error("the call at " + hex(start) + " would return inside the patched bytes");
+    auto inside_patch = [&](uint64_t target) { return target > site && target < site + displaced; };
+
+    struct Decoded {
+        const CodeRange* part;
+        uint64_t at;
+        BranchInfo branch;
+    };
+    std::vector<Decoded> decoded;
+    std::vector<uint64_t> branch_targets;  // of every direct branch: jump tables need them
+    for (const CodeRange& part : parts) {
+        auto starts = &part == &parts[0] ? boundaries : instruction_boundaries(part.code, part.start);
+        if (!starts) return Error("a part of the function cannot be decoded: " + starts.error().message());
+        for (uint64_t start : *starts) {
+            auto branch = classify_branch(part.code.subspan(start - part.start), start);
+            if (!branch) return branch.error();
+            if ((branch->is_jump || branch->is_call) && branch->target) branch_targets.push_back(*branch->target);
+            decoded.push_back({&part, start, *branch});
+        }
+    }
+    for (const Decoded& d : decoded) {
+        const BranchInfo& branch = d.branch;
+        if (branch.target && inside_patch(*branch.target))
+            return Error("the branch at " + hex(d.at) + " lands inside the patched bytes");
+        if (branch.is_jump && branch.is_indirect) {
+            auto refuse = [&](const std::string& why) {
+                return Error("the function has an indirect jump at " + hex(d.at) + " (" + why + ")");
+            };
+            if (!read_table) return refuse("a jump table may land anywhere");
+            auto table = find_jump_table(d.part->code, d.part->start, d.at, branch_targets);
+            if (!table) return refuse("not a recognised jump table: " + table.error().message());
+            auto bytes = read_table(*table);
+            if (!bytes) return refuse("its table cannot be read: " + bytes.error().message());
+            auto targets = jump_table_targets(*table, *bytes);
+            if (!targets) return refuse(targets.error().message());
+            for (uint64_t target : *targets)
+                if (inside_patch(target))
+                    return Error("the jump table of " + hex(d.at) + " sends it inside the patched bytes");
+        }
+        if (branch.is_call && d.part == &parts[0] && d.at >= site && d.at + 1 < site + displaced) {
+            auto insn = decode_one(function.subspan(d.at - function_address), d.at);
+            if (insn && d.at + insn->length < site + displaced)
+                return Error("the call at " + hex(d.at) + " would return inside the patched bytes");
         }
     }
     return displaced;
+}
+
+Result<size_t> check_jump_site(std::span<const uint8_t> function, uint64_t function_address, uint64_t site) {
+    return check_jump_site({CodeRange{function_address, function}}, site);
 }
 
 std::vector<uint8_t> make_return_trampoline(uint64_t address, uint64_t handler, uint64_t argument) {

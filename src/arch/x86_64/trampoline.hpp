@@ -6,29 +6,42 @@
 //
 // A jump replaces 5 bytes, which may span several instructions. That is
 // only safe when (a) every displaced instruction lies inside the function,
-// (b) no branch of the function lands strictly inside the replaced range
-// (it would execute the middle of our jmp), (c) no displaced call other
-// than the last one (its return address would point inside the range), and
-// (d) the function has no indirect jump (a jump table could target the
-// range; we cannot see its entries). check_jump_site() decides this from
-// the function's bytes; when it refuses, the caller uses a 1-byte int3 site.
+// (b) no branch of the function, in any of its parts, lands strictly
+// inside the replaced range (it would execute the middle of our jmp), (c)
+// no displaced call other than the last one (its return address would
+// point inside the range), and (d) every indirect jump of the function is
+// a jump table (arch/x86_64/jump_table.hpp) whose entries, read by the
+// caller, obey (b) too; any other could land anywhere. check_jump_site()
+// decides this from the function's bytes; when it refuses, the caller uses
+// a 1-byte int3 site.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
+#include "arch/x86_64/decode.hpp"
+#include "arch/x86_64/jump_table.hpp"
 #include "uprobe/result.hpp"
 
 namespace uprobe::arch {
 
 constexpr size_t kJumpPatchSize = 5;  // jmp rel32
 
+// The bytes of a jump table's entries, from the file the caller knows;
+// fails when they cannot be known (absolute entries the loader relocates).
+using JumpTableReader = std::function<Result<std::span<const uint8_t>>(const JumpTable& table)>;
+
 // How many bytes starting at `site` a jump patch displaces: the smallest
 // run of whole instructions covering kJumpPatchSize bytes, checked against
-// the function [function_address, function_address + function.size())
-// as described above. The error says why a jump cannot go there.
+// the function as described above. `parts[0]` is its body, which holds the
+// site; the others, if any, its parts elsewhere. Without `read_table`, any
+// indirect jump is refused. The error says why a jump cannot go there.
+Result<size_t> check_jump_site(const std::vector<CodeRange>& parts, uint64_t site,
+                               const JumpTableReader& read_table = nullptr);
+// The same for a function in one part.
 Result<size_t> check_jump_site(std::span<const uint8_t> function, uint64_t function_address, uint64_t site);
 
 // The frame the trampoline hands the handler (its first argument), from

@@ -1538,11 +1538,18 @@ std::unique_ptr<Engine> make_inline_engine() { return std::make_unique<InlineEng
 
 InlineSitePlan plan_inline_site(elf::Binary& binary, const probe::Site& site) {
     InlineSitePlan plan;
+    // Jump tables are read from the file; a PIE's absolute tables are
+    // relocated at load time, so only its relative ones can be read there.
+    auto read_table = [&binary](const arch::JumpTable& table) -> Result<std::span<const uint8_t>> {
+        if (table.form == arch::JumpTable::Form::Absolute && binary.is_pie_or_shared())
+            return Error("its entries are absolute addresses, which the loader relocates");
+        return binary.code(table.table, table.entries * table.entry_size());
+    };
     if (!site.function_size) {
         plan.no_jump = "the function's size is unknown";
-    } else if (auto function = binary.code(site.function_vaddr, site.function_size); !function) {
-        plan.no_jump = function.error().message();
-    } else if (auto checked = arch::check_jump_site(*function, site.function_vaddr, site.vaddr); !checked) {
+    } else if (auto parts = function_parts(binary, site); !parts) {
+        plan.no_jump = parts.error().message();
+    } else if (auto checked = arch::check_jump_site(*parts, site.vaddr, read_table); !checked) {
         plan.no_jump = checked.error().message();
     } else {
         plan.displaced = *checked;

@@ -1658,15 +1658,7 @@ Result<void> PtraceEngine::insert_function_exits(Process& process, pid_t tid, co
     if (site.function_size == 0)
         return Error("the size of " + site.function +
                      " is unknown: cannot find its returns; use --return-mode=trampoline");
-    UPROBE_TRY(auto bytes, binary.code(site.function_vaddr, site.function_size));
-    std::vector<CodeRange> parts = {{site.function_vaddr, bytes}};
-    if (const auto* symbol = binary.function_containing(site.function_vaddr)) {
-        for (const auto* cold : binary.find_functions(symbol->name + ".cold")) {
-            if (cold->name != symbol->name + ".cold" || cold->size == 0) continue;
-            if (auto cold_bytes = binary.code(cold->vaddr, cold->size))
-                parts.push_back({cold->vaddr, *cold_bytes});
-        }
-    }
+    UPROBE_TRY(std::vector<CodeRange> parts, function_parts(binary, site));
     // Jump tables are read from the file; a PIE's absolute tables are
     // relocated at load time, so only its relative ones can be read there.
     ObjectData data;

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "arch/x86_64/decode.hpp"
 #include "probe/dwarf_fetch.hpp"
 #include "probe/fetch.hpp"
 #include "uprobe/event.hpp"
@@ -215,12 +216,7 @@ struct ObjectData {
     bool relocated = false;
 };
 
-// One contiguous part of a function's code: its body, or a part the
-// compiler moved away (gcc's NAME.cold for unlikely paths).
-struct CodeRange {
-    uint64_t start = 0;
-    std::span<const uint8_t> code;
-};
+using arch::CodeRange;
 
 // Decodes every part of a function (`parts[0]` is its body, at its entry)
 // and lists its exits; a jump between parts stays inside. An indirect jump
