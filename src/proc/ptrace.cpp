@@ -111,6 +111,12 @@ Result<void> set_options(pid_t tid, unsigned options) {
     return {};
 }
 
+Result<siginfo_t> get_siginfo(pid_t tid) {
+    siginfo_t info{};
+    UPROBE_TRY([[maybe_unused]] long r, UPROBE_PTRACE(PTRACE_GETSIGINFO, tid, 0, reinterpret_cast<uint64_t>(&info)));
+    return info;
+}
+
 Result<user_regs_struct> get_regs(pid_t tid) {
     user_regs_struct regs{};
     UPROBE_TRY([[maybe_unused]] long r, UPROBE_PTRACE(PTRACE_GETREGS, tid, 0, reinterpret_cast<uint64_t>(&regs)));

@@ -2,6 +2,7 @@
 // failures come back as Result values naming the request and the thread.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 #include <sys/user.h>
 
@@ -31,6 +32,8 @@ Result<void> set_options(pid_t tid, unsigned options);
 Result<user_regs_struct> get_regs(pid_t tid);
 Result<void> set_regs(pid_t tid, const user_regs_struct& regs);
 Result<user_fpregs_struct> get_fpregs(pid_t tid);
+// The signal of a signal-delivery-stop (PTRACE_GETSIGINFO).
+Result<siginfo_t> get_siginfo(pid_t tid);
 // One register write: the instruction pointer (PTRACE_POKEUSER).
 Result<void> set_rip(pid_t tid, uint64_t rip);
 // The new thread/process id of a clone/fork/vfork event stop.

@@ -121,7 +121,9 @@ std::string tracer_pid_of(pid_t pid) {
 // handler, or with the SIGTRAP of an int3 site pending — a signal that
 // must still be delivered, or the thread resumes past the displaced
 // instruction. tick gets a jump (or an int3 when a thread was stopped
-// inside its first bytes at the attach); tiny, 4 bytes long, always an int3.
+// inside its first bytes at the attach, and from then on, as a thread may
+// still resume from that int3's copy into them); tiny, 4 bytes long,
+// always an int3.
 class DetachMidFlight : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(DetachMidFlight, EveryThreadKeepsItsBookkeeping) {

@@ -170,6 +170,11 @@ struct Target {
     uint64_t shadow_registry = 0;                // remote: the agent's shadow stack list
     std::set<std::pair<dev_t, ino_t>> unwinder_scanned;  // objects searched for unwinder entry points
     std::set<uint64_t> planned;  // every probe's sites in the objects being placed: no jump may cover one
+    // Int3 sites of earlier sessions in this process. A thread that trapped
+    // on one may still be in the agent's SIGTRAP handler, bound to resume
+    // in its copy, which jumps back to the next instruction: no jump of
+    // ours may cover that (an int3 there is fine: it covers one byte).
+    std::set<uint64_t> earlier_int3;
     ino_t exe_inode = 0;
     dev_t exe_device = 0;
     ino_t agent_inode = 0;  // the agent's file (launch) or memfd (attach) in the target
@@ -492,6 +497,36 @@ bool deliverable_signal_pending(pid_t pid, pid_t tid) {
     return (pending & ~blocked) != 0;
 }
 
+// Thread `tid` of `pid`, in an event stop with a signal pending: lets it dequeue
+// the signal (PTRACE_CONT, no interrupt: a pending signal is taken before
+// any instruction runs). An int3's SIGTRAP (si_code SI_KERNEL, one byte
+// before rip) is suppressed and rip moved back onto the int3, and the
+// thread stays in that signal-delivery-stop (resuming or detaching it
+// with no signal discards the trap): true. Any other signal is delivered
+// and the thread left running: false.
+bool take_back_int3_trap(pid_t pid, pid_t tid) {
+    if (!proc::resume(tid, proc::Resume::Continue, 0)) return false;
+    int status = 0;
+    pid_t got;
+    do got = ::waitpid(tid, &status, __WALL);
+    while (got < 0 && errno == EINTR);
+    if (got != tid || !WIFSTOPPED(status)) return false;
+    if ((status >> 16) != 0) {  // an event stop after all: nothing was dequeued
+        (void)proc::resume(tid, proc::Resume::Continue, 0);
+        return false;
+    }
+    const int signal = WSTOPSIG(status);
+    auto info = proc::get_siginfo(tid);
+    auto regs = proc::get_regs(tid);
+    if (signal == SIGTRAP && info && info->si_code == SI_KERNEL && regs) {
+        uint8_t two[2] = {};
+        const bool int_3 = proc::read_memory(pid, regs->rip - 2, two, 2) && two[0] == 0xCD && two[1] == 0x03;
+        if (!int_3 && proc::set_rip(tid, regs->rip - 1)) return true;
+    }
+    (void)proc::resume(tid, proc::Resume::Continue, signal);
+    return false;
+}
+
 // Seizes and stops every thread (listing again until no new one appears).
 Result<std::vector<pid_t>> InlineEngine::stop_all(Target& t) {
     std::vector<pid_t> stopped;
@@ -512,11 +547,16 @@ Result<std::vector<pid_t>> InlineEngine::stop_all(Target& t) {
             }
             (void)proc::interrupt(tid);
             bool stopped_ok = until_event_stop(tid);
-            // A signal still pending (an int3's SIGTRAP taken just before
-            // the stop) would be dequeued by our first remote system call
-            // in this thread and lost with it: let the thread take it now.
+            // A signal still pending would be dequeued by our first remote
+            // system call in this thread and lost with it. An int3's
+            // SIGTRAP (one of our sites hit just before the stop) is taken
+            // back: the thread goes back to the int3 and meets whatever is
+            // there once we are done, the handler never having run.
+            // Another signal is delivered now. A thread hitting an int3
+            // site in a loop would have a new trap pending at every stop,
+            // so traps are never delivered here.
             for (int round = 0; stopped_ok && round < 8 && deliverable_signal_pending(t.pid, tid); ++round) {
-                (void)proc::resume(tid, proc::Resume::Continue, 0);
+                if (take_back_int3_trap(t.pid, tid)) break;
                 (void)proc::interrupt(tid);
                 stopped_ok = until_event_stop(tid);
             }
@@ -804,6 +844,20 @@ Result<void> InlineEngine::inject_agent(Target& t, pid_t tid) {
     t.region->agent_pid = static_cast<uint32_t>(t.pid);
     t.region->previous_region = previous_region;
     t.remote_region = static_cast<uint64_t>(mapped);
+    // The earlier sessions' regions stay mapped in the process, each naming
+    // the one before (the agent walks the same chain).
+    for (int hops = 0; previous_region && hops < 64; ++hops) {
+        abi::Header old{};
+        if (!proc::read_memory(t.pid, previous_region, &old, sizeof old) || old.magic != abi::kMagic) break;
+        if (old.int3_capacity <= kLayout.int3_capacity && old.int3_offset < old.region_size) {
+            std::vector<abi::Int3Entry> table(old.int3_capacity);
+            if (proc::read_memory(t.pid, previous_region + old.int3_offset, table.data(),
+                                  table.size() * sizeof(abi::Int3Entry)))
+                for (const auto& e : table)
+                    if (e.address) t.earlier_int3.insert(e.address);
+        }
+        previous_region = old.previous_region;
+    }
     return {};
 }
 
@@ -1135,6 +1189,9 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                         no_jump = "another probe's site is in the bytes a jump would take";
                     for (uint64_t rip : rips)
                         if (rip > address && rip < address + displaced) no_jump = "a thread is stopped inside the bytes";
+                    if (auto e = t.earlier_int3.lower_bound(address);
+                        e != t.earlier_int3.end() && *e < address + displaced)
+                        no_jump = "an earlier session's int3 site is in the bytes (a thread may still resume from it)";
                 }
                 if (!no_jump.empty()) {
                     UPROBE_TRY(auto code, binary->code(site.vaddr, arch::kMaxInstructionLength + 1));
@@ -1456,6 +1513,7 @@ void InlineEngine::follow_exec(Target& t) {
     t.shadow_registry = 0;
     t.unwinder_scanned.clear();
     t.planned.clear();
+    t.earlier_int3.clear();
     h->return_trampoline = 0;
     h->semaphore_count = 0;
     __atomic_store_n(&h->site_count, 0, __ATOMIC_RELEASE);
