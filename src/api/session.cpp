@@ -162,7 +162,9 @@ struct Session::Impl final : engine::EventConsumer {
             std::lock_guard lock(probes_mutex);
             if (event.probe_id >= probes.size() || removed[event.probe_id].load()) return engine::HitAction::Continue;
             if (condition && !condition->matches(event)) return engine::HitAction::Continue;
-            delivered[event.probe_id].fetch_add(1);
+            // Every writer holds probes_mutex: no locked add needed.
+            auto& count = delivered[event.probe_id];
+            count.store(count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         }
         if (!event_callback) return engine::HitAction::Continue;
         Action action;

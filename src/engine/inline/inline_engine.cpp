@@ -1310,7 +1310,6 @@ void InlineEngine::drain(Target& t) {
                 event.comm = thread.comm;
                 event.addr = site.address;
                 event.is_return = is_return;
-                event.args.clear();
                 const uint8_t* at = reinterpret_cast<const uint8_t*>(rec) + sizeof(abi::RecordHeader);
                 const uint8_t* end = reinterpret_cast<const uint8_t*>(rec) + rec->size;
                 uint32_t left = rec->arg_count;
@@ -1357,8 +1356,23 @@ void InlineEngine::drain(Target& t) {
                     default: return probe::evaluate(constant, regs, none, leaf_context);
                     }
                 };
-                for (size_t a = 0; a < site.args.size() && a < spec.args.size(); ++a)
-                    probe::evaluate_arg(spec.args[a].name, site.args[a], recorded, context, event.args);
+                // A plain argument's value goes into the slot the last event
+                // left (its name and text keep their storage); a DWARF one
+                // may be several values.
+                size_t used = 0;
+                for (size_t a = 0; a < site.args.size() && a < spec.args.size(); ++a) {
+                    if (site.args[a].is_dwarf) {
+                        event.args.resize(used);
+                        probe::evaluate_arg(spec.args[a].name, site.args[a], recorded, context, event.args);
+                        used = event.args.size();
+                        continue;
+                    }
+                    if (used == event.args.size()) event.args.emplace_back();
+                    EventArg& slot = event.args[used++];
+                    slot.name = spec.args[a].name;
+                    slot.value = recorded(site.args[a].plain, context);
+                }
+                event.args.resize(used);
                 // Records carry no registers (that would double their size):
                 // consumers see rip only. Hold and Detach need a stopped
                 // thread, which this engine never has: they act as Continue.
