@@ -311,6 +311,8 @@ struct Binary::Impl {
     uint64_t max_function_size = 0;
     bool data_symbols_loaded = false;
     std::unordered_map<std::string, uint64_t> data_symbols;
+    bool functions_by_name_built = false;
+    std::unordered_multimap<std::string_view, const Symbol*> functions_by_name;  // views of functions' names
     bool markers_loaded = false;
     std::vector<SdtMarker> markers;
     std::optional<Result<std::optional<DebugFile>>> debug;
@@ -553,6 +555,19 @@ std::vector<const Binary::Symbol*> Binary::find_functions(std::string_view patte
         if (matches(s.name) || (s.demangled != s.name && (matches(s.demangled) || matches(without_parameters(s.demangled)))))
             found.push_back(&s);
     }
+    return found;
+}
+
+std::vector<const Binary::Symbol*> Binary::functions_named(std::string_view name) const {
+    Impl& impl = *impl_;
+    if (!impl.functions_by_name_built) {
+        impl.functions_by_name_built = true;
+        for (const auto& s : functions()) impl.functions_by_name.emplace(s.name, &s);
+    }
+    std::vector<const Symbol*> found;
+    auto [from, to] = impl.functions_by_name.equal_range(name);
+    for (auto it = from; it != to; ++it) found.push_back(it->second);
+    std::sort(found.begin(), found.end(), [](const Symbol* a, const Symbol* b) { return a->vaddr < b->vaddr; });
     return found;
 }
 

@@ -107,6 +107,10 @@ public:
     // `pattern`; the demangled name also matches without its parameter
     // list ("ns::f" finds "ns::f(int)"). In address order, no duplicates.
     std::vector<const Symbol*> find_functions(std::string_view pattern) const;
+    // Functions whose symbol name is exactly `name` (no demangling, no
+    // glob), in address order: an indexed lookup, for a caller that asks
+    // once per site of thousands.
+    std::vector<const Symbol*> functions_named(std::string_view name) const;
     // The function whose [vaddr, vaddr + size) holds `vaddr` (the innermost
     // when they nest; a global name over a local alias), or nullptr.
     const Symbol* function_containing(uint64_t vaddr) const;

@@ -72,8 +72,8 @@ Result<std::vector<arch::CodeRange>> function_parts(const elf::Binary& binary, c
     UPROBE_TRY(auto bytes, binary.code(site.function_vaddr, site.function_size));
     std::vector<arch::CodeRange> parts = {{site.function_vaddr, bytes}};
     if (const auto* symbol = binary.function_containing(site.function_vaddr)) {
-        for (const auto* cold : binary.find_functions(symbol->name + ".cold")) {
-            if (cold->name != symbol->name + ".cold" || cold->size == 0) continue;
+        for (const auto* cold : binary.functions_named(symbol->name + ".cold")) {
+            if (cold->size == 0) continue;
             if (auto cold_bytes = binary.code(cold->vaddr, cold->size)) parts.push_back({cold->vaddr, *cold_bytes});
         }
     }
