@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -169,6 +170,46 @@ TEST_P(DetachMidFlight, EveryThreadKeepsItsBookkeeping) {
 }
 
 INSTANTIATE_TEST_SUITE_P(InlineEngine, DetachMidFlight, ::testing::Values("tick", "tiny"));
+
+// A process attached to that runs execve takes our code away with its old
+// image; the engine notices, says so, and attaches to the new program.
+TEST(InlineEngine, AttachedProcessThatExecsIsTracedAgain) {
+    struct Consumer : Collector {
+        void on_note(std::string_view line) override {
+            Collector::on_note(line);
+            if (line.find("ran execve") != std::string_view::npos) reattached = true;
+        }
+        std::atomic<bool> reattached{false};
+    } consumer;
+    Child child("engine_exec", {"wait"});
+    const pid_t pid = child.pid;
+    auto engine = make_inline_engine();
+    Watchdog watchdog(*engine);
+    watchdog.watch(child.pid);
+    TraceRequest request;
+    request.probes.push_back(spec("work w=$arg1"));
+    request.attach_pids = {child.pid};
+    auto started = engine->start(request, consumer);
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    Result<int> status = 0;
+    std::thread runner([&] { status = engine->run(); });
+    child.write_line("go");
+    EXPECT_EQ(child.read_line(), "stage 7 sum 70");
+    EXPECT_EQ(child.read_line(), "ready");  // the new program, waiting
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!consumer.reattached && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    EXPECT_TRUE(consumer.reattached);
+    child.write_line("go");
+    EXPECT_EQ(child.read_line(), "stage 8 sum 80");
+    EXPECT_TRUE(child.exited_cleanly());
+    runner.join();  // the process is gone: run() returns
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    std::map<uint64_t, int> by_arg;
+    for (const auto& e : consumer.events) by_arg[e.args.at(0).value.u]++;
+    EXPECT_EQ(by_arg, (std::map<uint64_t, int>{{7, 10}, {8, 10}}));
+    EXPECT_EQ(engine->stats().at(0).hits, 20u);
+    EXPECT_EQ(engine->traced_processes(), std::vector<pid_t>{pid});
+}
 
 // gdb attaches to the traced program (impossible under the ptrace engine:
 // a process has one tracer), reads a variable and detaches, and the probe

@@ -151,6 +151,9 @@ struct Patch {
 struct Target {
     pid_t pid = 0;
     bool root = false;
+    // Started with the agent preloaded (a followed child's new program):
+    // its agent reports an execve itself (abi.hpp, exec_seq, pending_children).
+    bool preloaded = false;
     bool alive = true;
     UniqueFd pidfd;
     abi::Header* region = nullptr;  // our mapping
@@ -231,6 +234,7 @@ private:
     Result<void> insert_internal_site(Target& t, pid_t tid, uint64_t address, uint32_t flags);
     void restore_return_addresses(Target& t);
     void follow_exec(Target& t);
+    void notice_exec(Target& t);
     void bank_counters(Target& t);
     void share_semaphores(Target& t);
     Result<void> inject_agent(Target& t, pid_t tid);
@@ -411,6 +415,15 @@ Result<void> InlineEngine::launch() {
     return {};
 }
 
+// Whether process `pid` runs with our agent preloaded (abi.hpp, kRegionFdEnv).
+bool agent_preloaded(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+    const std::string name = std::string(abi::kRegionFdEnv) + "=";
+    for (std::string entry; std::getline(in, entry, '\0');)
+        if (entry.rfind(name, 0) == 0) return true;
+    return false;
+}
+
 Result<void> InlineEngine::attach(pid_t pid) {
     if (pid <= 0 || ::kill(pid, 0) != 0) {
         if (pid > 0 && errno == EPERM) return Error("not allowed to trace process " + std::to_string(pid));
@@ -436,7 +449,8 @@ Result<void> InlineEngine::attach(pid_t pid) {
     }
     release_all(t, tids);
     note("attached to " + std::to_string(pid) + " (" + std::to_string(tids.size()) + " threads), inline engine");
-    ever_traced_.push_back(pid);
+    t.preloaded = agent_preloaded(pid);
+    if (!std::count(ever_traced_.begin(), ever_traced_.end(), pid)) ever_traced_.push_back(pid);
     targets_.push_back(std::move(target));
     return {};
 }
@@ -1413,6 +1427,7 @@ std::vector<ProbeStats> InlineEngine::stats() const {
 // ---------------------------------------------------------------- loop
 
 Result<int> InlineEngine::run() {
+    uint64_t rounds = 0;
     while (!stop_requested_.load()) {
         std::vector<pid_t> arrived;
         {
@@ -1462,6 +1477,8 @@ Result<int> InlineEngine::run() {
             __atomic_store_n(word, 0, __ATOMIC_RELEASE);
             futex(word, FUTEX_WAKE, INT32_MAX);
         }
+        if (++rounds % 100 == 0)  // about every 100 ms
+            for (size_t i = 0; i < targets_.size(); ++i) notice_exec(*targets_[i]);
         if (ready <= 0) continue;
         for (size_t i = 0; i < polled.size(); ++i) {
             if (!(fds[i + 1].revents & POLLIN)) continue;
@@ -1502,6 +1519,31 @@ void InlineEngine::bank_counters(Target& t) {
         stats_[t.sites[i].probe_id].dropped += __atomic_load_n(&abi::sites_of(t.region)[i].dropped, __ATOMIC_RELAXED);
     }
     t.sites.clear();
+}
+
+// A process attached to loses our code with its old image when it runs
+// execve, and nothing of ours tells (a preloaded agent does: follow_exec).
+// Its memory then no longer holds the region where it was: the target is
+// retired and the new program attached to, as the ptrace engine places
+// the probes again after an exec. What the new program ran in between is
+// not seen, and a note says so.
+void InlineEngine::notice_exec(Target& t) {
+    if (!t.alive || t.root || t.preloaded || !t.region) return;
+    uint32_t magic = 0;
+    if (proc::read_memory(t.pid, t.remote_region, &magic, sizeof magic) && magic == abi::kMagic) return;
+    if (::kill(t.pid, 0) != 0) return;  // gone: its pidfd tells the loop
+    const pid_t pid = t.pid;
+    // Nothing of ours is left in the process to take out.
+    t.patches.clear();
+    t.semaphores.clear();
+    t.return_trampoline = 0;
+    t.shadow_registry = 0;
+    t.alive = false;
+    finish_target(t);
+    note("process " + std::to_string(pid) +
+         " ran execve: attaching to its new program (its first moments were not traced)");
+    if (auto attached = attach(pid); !attached)
+        note("after execve in " + std::to_string(pid) + ": " + attached.error().message());
 }
 
 // The traced process ran execve and its agent, preloaded again and handed
