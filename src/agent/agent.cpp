@@ -53,6 +53,7 @@ __thread Header* t_ring_region __attribute__((tls_model("initial-exec")));  // a
 __thread uint32_t t_tid __attribute__((tls_model("initial-exec")));
 __thread uint32_t t_busy __attribute__((tls_model("initial-exec")));
 __thread ShadowStack* t_shadow __attribute__((tls_model("initial-exec")));
+__thread uint32_t t_claim_pause __attribute__((tls_model("initial-exec")));  // hits before claiming again
 
 uint32_t g_pid;
 uint32_t g_quiet;  // a forked child of a process whose children are not followed
@@ -87,7 +88,8 @@ size_t safe_read(uint64_t address, void* out, size_t size) {
 
 // The calling thread's ring: a free one, else one whose owner is gone
 // (a process that starts threads all along has more of them over its life
-// than there are rings). System calls here only: once per thread.
+// than there are rings). System calls here: once per thread, or per
+// claim that finds no ring free (see ring_for).
 RingControl* claim_ring(Header* h) {
     if (!t_tid) t_tid = static_cast<uint32_t>(raw_syscall(SYS_gettid));
     if (h->ring_size == 0 || (h->ring_size & (h->ring_size - 1))) return nullptr;  // positions are masked
@@ -107,6 +109,18 @@ RingControl* claim_ring(Header* h) {
         }
     }
     return nullptr;
+}
+
+// The calling thread's ring in region `h`, claimed on its first record.
+// A thread that found none (more than ring_count threads alive) tries
+// again only every 1024 hits: a claim that fails asks every owner whether
+// it lives, and its records are dropped (and counted) meanwhile.
+RingControl* ring_for(Header* h) {
+    if (t_ring_region == h && (t_ring || (t_claim_pause && t_claim_pause--))) return t_ring;
+    t_ring = claim_ring(h);
+    t_ring_region = h;
+    t_claim_pause = t_ring ? 0 : 1024;
+    return t_ring;
 }
 
 uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
@@ -398,14 +412,11 @@ void report_return(Header* h, const ShadowFrame& f, const uint64_t* frame) {
         add<uint64_t>(&site.hits, 1);
         return;
     }
-    if (!t_ring || t_ring_region != h) {
-        t_ring = claim_ring(h);
-        t_ring_region = h;
-    }
+    RingControl* ring = ring_for(h);
     const uint64_t tsc = __builtin_ia32_rdtsc();
-    bool written = t_ring && write_record(h, t_ring, site, f.site, frame, tsc, &f);
-    while (!written && t_ring && load(&h->no_drop) && wait_for_room(h, t_ring))
-        written = write_record(h, t_ring, site, f.site, frame, tsc, &f);
+    bool written = ring && write_record(h, ring, site, f.site, frame, tsc, &f);
+    while (!written && ring && load(&h->no_drop) && wait_for_room(h, ring))
+        written = write_record(h, ring, site, f.site, frame, tsc, &f);
     if (!written) add<uint64_t>(&site.dropped, 1);
 }
 
@@ -472,13 +483,10 @@ void hit(const uint64_t* frame, Header* h, uint32_t index) {
             if (site.flags & kSiteReturnEntry) {
                 hook_return(h, site, index, frame, now());
             } else if (!(site.flags & kSiteCountOnly)) {
-                if (!t_ring || t_ring_region != h) {
-                    t_ring = claim_ring(h);
-                    t_ring_region = h;
-                }
-                bool written = t_ring && write_record(h, t_ring, site, index, frame, now());
-                while (!written && t_ring && load(&h->no_drop) && wait_for_room(h, t_ring))
-                    written = write_record(h, t_ring, site, index, frame, now());
+                RingControl* ring = ring_for(h);
+                bool written = ring && write_record(h, ring, site, index, frame, now());
+                while (!written && ring && load(&h->no_drop) && wait_for_room(h, ring))
+                    written = write_record(h, ring, site, index, frame, now());
                 if (!written) add<uint64_t>(&site.dropped, 1);
             }
             if (!site.next) break;
@@ -578,6 +586,7 @@ void after_fork_in_child() {
         }
     }
     t_ring = nullptr;  // the parent's ring stays the parent's
+    t_claim_pause = 0;
     t_tid = static_cast<uint32_t>(raw_syscall(SYS_gettid));
     // The shadow stacks are private memory, copied by fork: this thread's
     // is its own now; the other threads' (gone in the child) are free.

@@ -1309,7 +1309,7 @@ void InlineEngine::drain(Target& t) {
                 t.sites[rec->site].probe_id < request_.probes.size()) {
                 SiteInfo& site = t.sites[rec->site];
                 const ProbeSpec& spec = request_.probes[site.probe_id];
-                ++site.delivered;
+                __atomic_store_n(&site.delivered, site.delivered + 1, __ATOMIC_RELAXED);  // stats() may read it
                 event.probe_id = site.probe_id;
                 event.probe = spec.name;
                 event.pid = static_cast<pid_t>(rec->pid);
@@ -1407,7 +1407,7 @@ void InlineEngine::drain(Target& t) {
 uint64_t site_hits(const Target& t, size_t i) {
     const abi::Site* sites = abi::sites_of(t.region);
     const size_t counted = t.sites[i].hits_from >= 0 ? static_cast<size_t>(t.sites[i].hits_from) : i;
-    return __atomic_load_n(&sites[counted].hits, __ATOMIC_RELAXED) + t.sites[i].delivered +
+    return __atomic_load_n(&sites[counted].hits, __ATOMIC_RELAXED) + __atomic_load_n(&t.sites[i].delivered, __ATOMIC_RELAXED) +
            (sites[i].flags & abi::kSiteCountOnly ? 0 : __atomic_load_n(&sites[i].dropped, __ATOMIC_RELAXED));
 }
 
