@@ -15,9 +15,9 @@
 namespace uprobe::sink {
 namespace {
 
-// The text of pending lines. fmt's buffer, as its appends inline to a
-// bounds check and a copy (std::string's are calls): a busy trace writes
-// millions of lines.
+// The text of pending lines: fmt's buffer, which fmt formats into
+// directly (the text sink) and which grows without filling what it adds
+// (JsonOut writes there in place).
 using Text = fmt::memory_buffer;
 
 void put(Text& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
