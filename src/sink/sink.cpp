@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -23,14 +24,16 @@ using Text = fmt::memory_buffer;
 void put(Text& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
 
 // Writes whole lines. A terminal or pipe is flushed per line, since
-// someone reads it as we go; lines for a regular file are gathered here
-// and written 1 MiB at a time (stdio's own buffer is 4 KiB, and a write(2)
-// costs about 24 us here), and at the end.
+// someone reads it as we go; lines for a regular file (or a device no one
+// reads, /dev/null) are gathered here and written 1 MiB at a time (stdio's
+// own buffer is 4 KiB, and a write(2) costs about 24 us here), and at the
+// end.
 class LineWriter {
 public:
     explicit LineWriter(FILE* out) : out_(out) {
         struct stat st {};
-        flush_each_ = fstat(fileno(out), &st) != 0 || !S_ISREG(st.st_mode);
+        const bool known = fstat(fileno(out), &st) == 0;
+        flush_each_ = !known || !(S_ISREG(st.st_mode) || (S_ISCHR(st.st_mode) && !isatty(fileno(out))));
         pending_.reserve(kBatch + kBatch / 4);
     }
     ~LineWriter() { (void)flush(); }
