@@ -125,6 +125,11 @@ struct SessionOptions {
     // instead (so the program slows to the tracer's pace). The ptrace
     // engine never drops: it stops the thread at every hit anyway.
     bool no_drop = false;
+    // The event callback's registers. The ptrace engine reads them at every
+    // hit anyway; the inline engine copies the general registers into each
+    // record (27 words: a two-argument record four times as long) only when
+    // asked, and else gives rip alone.
+    bool registers = true;
     // "ptrace" (int3, the tracer sees every hit), "inline" (an in-process
     // agent with jump-patched sites; the program is never stopped between
     // start and end) or "auto" (inline; ptrace when that is impossible).

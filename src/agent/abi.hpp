@@ -26,7 +26,7 @@
 namespace uprobe::agent {
 
 constexpr uint32_t kMagic = 0x75707262;  // "uprb"
-constexpr uint32_t kAbiVersion = 7;
+constexpr uint32_t kAbiVersion = 8;
 
 // Environment variable naming the inherited region fd at launch.
 constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
@@ -51,6 +51,9 @@ enum SiteFlags : uint32_t {
     // A handler catches (__cxa_begin_catch): hijack again the frames the
     // exception did not unwind.
     kSiteCatch = 16,
+    // Records carry the frame's general registers (kFrameRegisters words,
+    // user_regs_struct order) right after the header (and entry time).
+    kSiteRegisters = 32,
 };
 constexpr uint32_t kInternalProbe = 0xffffffff;  // Site::probe_id of engine-internal sites
 

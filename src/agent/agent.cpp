@@ -131,7 +131,8 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
                   const ShadowFrame* entry = nullptr) {
     const probe::FetchProgram* programs = programs_of(h) + site.first_program;
     const uint32_t args = site.arg_count > kMaxArgs ? kMaxArgs : site.arg_count;
-    uint64_t need = sizeof(RecordHeader) + (entry ? sizeof(uint64_t) : 0);
+    const bool registers = site.flags & kSiteRegisters;
+    uint64_t need = sizeof(RecordHeader) + (entry ? sizeof(uint64_t) : 0) + (registers ? kFrameRegisters * 8 : 0);
     for (uint32_t a = 0; a < args; ++a) {
         need += sizeof(ArgHeader);
         if (programs[a].format == probe::FetchFormat::String) need += align8(site.string_max);
@@ -156,6 +157,10 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
     if (entry) {
         *reinterpret_cast<uint64_t*>(at) = entry->tsc;
         at += sizeof(uint64_t);
+    }
+    if (registers) {
+        for (uint32_t i = 0; i < kFrameRegisters; ++i) reinterpret_cast<uint64_t*>(at)[i] = frame[i];
+        at += kFrameRegisters * 8;
     }
     const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
     uint32_t entry_values = 0;

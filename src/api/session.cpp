@@ -291,6 +291,7 @@ Result<void> Session::start() {
     request.colocate = s.options.colocate;
     request.count_only = s.options.count_only && !s.condition;
     request.no_drop = s.options.no_drop;
+    request.registers = s.options.registers;
     if (s.options.return_mode == "trampoline") request.return_mode = engine::ReturnMode::Trampoline;
     else if (s.options.return_mode == "insn") request.return_mode = engine::ReturnMode::Instructions;
     else if (s.options.return_mode != "auto")

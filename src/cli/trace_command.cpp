@@ -60,6 +60,7 @@ int run_trace(const TraceOptions& options) {
     session_options.engine = options.engine;
     session_options.count_only = options.count && options.count_by == "probe";  // per pid needs events
     session_options.no_drop = options.no_drop;
+    session_options.registers = false;  // events show arguments, never registers
     session_options.stacks = !options.stack.empty();
     session_options.return_mode = options.return_mode;
     session_options.process_group = ::getpgrp();  // the user's job, before the supervisor splits off

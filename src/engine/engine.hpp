@@ -55,6 +55,8 @@ struct TraceRequest {
                                        // count in place and deliver no events (inline)
     bool no_drop = false;              // a thread whose event ring is full waits for the
                                        // tracer instead of dropping the record (inline)
+    bool registers = false;            // each record carries the general registers (inline;
+                                       // else the consumer sees rip only)
     ReturnMode return_mode = ReturnMode::Auto;  // how FUNC%return probes are placed
 };
 

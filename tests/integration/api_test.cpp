@@ -85,6 +85,34 @@ TEST(Api, ConditionRemovalAndRegisters) {
     EXPECT_EQ(stats.at(*add).hits, 5u);
 }
 
+// The inline engine copies the registers into each record for the API's
+// callback (SessionOptions::registers, on by default), and leaves them out
+// when told: then the callback sees rip alone.
+TEST(Api, InlineEngineCallbacksSeeTheRegisters) {
+    for (bool registers : {true, false}) {
+        SessionOptions options;
+        options.engine = "inline";
+        options.registers = registers;
+        Session session(options);
+        ASSERT_TRUE(session.add_probe("add a=%di b=%si"));
+        ASSERT_TRUE(session.add_target(Target::launch({target_path("cli_funcs"), "100"})));
+        size_t seen = 0, matching = 0;
+        session.on_event([&](const Event& e, const Registers& regs) {
+            ++seen;
+            EXPECT_EQ(regs.rip, e.addr);
+            if (regs.rdi == e.args.at(0).value.u && regs.rsi == e.args.at(1).value.u && regs.rsp != 0) ++matching;
+            return Action::Continue;
+        });
+        ASSERT_TRUE(session.start());
+        auto status = session.run();
+        ASSERT_TRUE(status);
+        EXPECT_EQ(*status, 0);
+        EXPECT_EQ(session.engine(), "inline");
+        EXPECT_EQ(seen, 100u);
+        EXPECT_EQ(matching, registers ? 100u : 0u) << "registers " << registers;
+    }
+}
+
 TEST(Api, MalformedInputIsAnErrorWithACaret) {
     Session session;
     auto bad = session.add_probe("add x=%");

@@ -222,7 +222,9 @@ public:
 
 private:
     Result<void> launch();
-    Result<void> attach(pid_t pid);
+    // `after_exec`: refuses (kInLoader) while a thread runs in the dynamic
+    // loader, which a program just past execve does before its own code.
+    Result<void> attach(pid_t pid, bool after_exec = false);
     Result<std::vector<pid_t>> stop_all(Target& t);
     void release_all(Target& t, const std::vector<pid_t>& tids);
     Result<void> install(Target& t, pid_t tid);
@@ -235,6 +237,7 @@ private:
     void restore_return_addresses(Target& t);
     void follow_exec(Target& t);
     void notice_exec(Target& t);
+    void attach_after_exec();
     void bank_counters(Target& t);
     void share_semaphores(Target& t);
     Result<void> inject_agent(Target& t, pid_t tid);
@@ -263,6 +266,7 @@ private:
     std::string agent_;
     std::vector<std::unique_ptr<Target>> targets_;
     std::vector<pid_t> ever_traced_;
+    std::vector<pid_t> exec_retry_;  // past an execve, in the loader at the last try to attach
     std::map<std::pair<size_t, std::string>, std::vector<probe::Site>> site_cache_;
     mutable std::vector<ProbeStats> stats_;
     std::vector<uint64_t> site_counts_;
@@ -424,7 +428,26 @@ bool agent_preloaded(pid_t pid) {
     return false;
 }
 
-Result<void> InlineEngine::attach(pid_t pid) {
+// Whether one of the stopped threads `tids` of `pid` is in the dynamic
+// loader's code: loading our agent there (a dlopen inside the loader's own
+// startup) could deadlock on its lock or find its state half made.
+bool in_loader(pid_t pid, const std::vector<pid_t>& tids) {
+    auto maps = proc::read_maps(pid);
+    if (!maps) return true;
+    for (pid_t tid : tids) {
+        auto regs = proc::get_regs(tid);
+        if (!regs) continue;
+        for (const auto& m : *maps)
+            if (m.exec && regs->rip >= m.start && regs->rip < m.end &&
+                m.path.substr(m.path.rfind('/') + 1).rfind("ld-", 0) == 0)
+                return true;
+    }
+    return false;
+}
+
+constexpr const char kInLoader[] = "a thread is in the dynamic loader";
+
+Result<void> InlineEngine::attach(pid_t pid, bool after_exec) {
     if (pid <= 0 || ::kill(pid, 0) != 0) {
         if (pid > 0 && errno == EPERM) return Error("not allowed to trace process " + std::to_string(pid));
         return Error("no process with pid " + std::to_string(pid));
@@ -434,6 +457,10 @@ Result<void> InlineEngine::attach(pid_t pid) {
     t.pid = pid;
     t.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     UPROBE_TRY(std::vector<pid_t> tids, stop_all(t));
+    if (after_exec && in_loader(pid, tids)) {
+        release_all(t, tids);
+        return Error(kInLoader);
+    }
     pid_t tid = std::find(tids.begin(), tids.end(), pid) != tids.end() ? pid : tids.front();
     auto done = [&]() -> Result<void> {
         UPROBE_CHECK(map_scratch(t, tid));
@@ -1166,7 +1193,9 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             abi::Site& slot = abi::sites_of(h)[index];
             std::memset(&slot, 0, sizeof slot);
             slot.probe_id = info.probe_id;
-            slot.flags = request_.count_only ? uint32_t{abi::kSiteCountOnly} : 0u;
+            slot.flags = request_.count_only ? uint32_t{abi::kSiteCountOnly}
+                         : request_.registers ? uint32_t{abi::kSiteRegisters}
+                                              : 0u;
             if (hooks_return) slot.flags |= abi::kSiteReturnEntry;
             slot.address = address;
             slot.first_program = h->program_count;
@@ -1339,6 +1368,12 @@ void InlineEngine::drain(Target& t) {
                     event.duration_ns = clock_.interval_ns(rec->tsc > entry_tsc ? rec->tsc - entry_tsc : 0);
                     context.duration_ns = event.duration_ns;
                 }
+                regs = user_regs_struct{};
+                if ((abi::sites_of(h)[rec->site].flags & abi::kSiteRegisters) && at + sizeof regs <= end) {
+                    static_assert(sizeof(user_regs_struct) == abi::kFrameRegisters * 8);
+                    std::memcpy(&regs, at, sizeof regs);
+                    at += sizeof regs;
+                }
                 // The agent ran each leaf program in the program and recorded
                 // its result; here they are formatted, in the same order.
                 auto recorded = [&](const probe::FetchProgram& program, const probe::FetchContext& leaf_context) -> Value {
@@ -1387,9 +1422,10 @@ void InlineEngine::drain(Target& t) {
                     slot.value = recorded(site.args[a].plain, context);
                 }
                 event.args.resize(used);
-                // Records carry no registers (that would double their size):
-                // consumers see rip only. Hold and Detach need a stopped
-                // thread, which this engine never has: they act as Continue.
+                // Registers are in the record when asked for (TraceRequest::
+                // registers), else consumers see rip only; rip is the probe's
+                // address either way. Hold and Detach need a stopped thread,
+                // which this engine never has: they act as Continue.
                 regs.rip = site.address;
                 (void)consumer_->on_hit(event, regs);
             }
@@ -1477,8 +1513,10 @@ Result<int> InlineEngine::run() {
             __atomic_store_n(word, 0, __ATOMIC_RELEASE);
             futex(word, FUTEX_WAKE, INT32_MAX);
         }
-        if (++rounds % 100 == 0)  // about every 100 ms
+        if (++rounds % 100 == 0) {  // about every 100 ms
             for (size_t i = 0; i < targets_.size(); ++i) notice_exec(*targets_[i]);
+            attach_after_exec();
+        }
         if (ready <= 0) continue;
         for (size_t i = 0; i < polled.size(); ++i) {
             if (!(fds[i + 1].revents & POLLIN)) continue;
@@ -1524,9 +1562,9 @@ void InlineEngine::bank_counters(Target& t) {
 // A process attached to loses our code with its old image when it runs
 // execve, and nothing of ours tells (a preloaded agent does: follow_exec).
 // Its memory then no longer holds the region where it was: the target is
-// retired and the new program attached to, as the ptrace engine places
-// the probes again after an exec. What the new program ran in between is
-// not seen, and a note says so.
+// retired and the new program attached to (attach_after_exec), as the
+// ptrace engine places the probes again after an exec. What the new
+// program ran in between is not seen, and a note says so.
 void InlineEngine::notice_exec(Target& t) {
     if (!t.alive || t.root || t.preloaded || !t.region) return;
     uint32_t magic = 0;
@@ -1540,10 +1578,25 @@ void InlineEngine::notice_exec(Target& t) {
     t.shadow_registry = 0;
     t.alive = false;
     finish_target(t);
-    note("process " + std::to_string(pid) +
-         " ran execve: attaching to its new program (its first moments were not traced)");
-    if (auto attached = attach(pid); !attached)
-        note("after execve in " + std::to_string(pid) + ": " + attached.error().message());
+    exec_retry_.push_back(pid);
+}
+
+// The processes notice_exec found past an execve: attached once out of the
+// dynamic loader (tried again at the next check until then).
+void InlineEngine::attach_after_exec() {
+    std::vector<pid_t> waiting;
+    waiting.swap(exec_retry_);
+    for (pid_t pid : waiting) {
+        if (::kill(pid, 0) != 0) continue;
+        auto attached = attach(pid, true);
+        if (attached)
+            note("process " + std::to_string(pid) +
+                 " ran execve: attached to its new program (its first moments were not traced)");
+        else if (attached.error().message() == kInLoader)
+            exec_retry_.push_back(pid);
+        else
+            note("after execve in " + std::to_string(pid) + ": " + attached.error().message());
+    }
 }
 
 // The traced process ran execve and its agent, preloaded again and handed
