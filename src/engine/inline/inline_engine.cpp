@@ -1484,10 +1484,11 @@ Result<int> InlineEngine::run() {
             fds.push_back({t->pidfd.get(), POLLIN, 0});
             polled.push_back(t.get());
         }
-        if (polled.empty() && !request_.keep_running) break;
+        const bool waiting = polled.empty() && exec_retry_.empty();  // nothing to trace or to attach to
+        if (waiting && !request_.keep_running) break;
         // Records are drained every millisecond; with nothing traced (global
         // mode), sleep until add_process or stop() writes the eventfd.
-        int ready = ::poll(fds.data(), fds.size(), polled.empty() ? -1 : 1);
+        int ready = ::poll(fds.data(), fds.size(), waiting ? -1 : 1);
         if (fds[0].revents & POLLIN) {
             uint64_t count;
             (void)!::read(wake_fd_.get(), &count, sizeof count);
