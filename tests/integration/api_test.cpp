@@ -241,25 +241,6 @@ TEST(Api, AProbeAddedWhileRunningFiresAtTheNextHits) {
     ::waitpid(pid, &st, 0);
 }
 
-// The byte at `address` in the process, and the byte the file mapped there
-// holds there (offset from /proc/PID/maps).
-std::pair<int, int> memory_and_file_byte(pid_t pid, uint64_t address) {
-    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-    for (std::string line; std::getline(maps, line);) {
-        uint64_t start = 0, end = 0, offset = 0;
-        char perms[8] = {}, path[512] = {};
-        if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %*s %*s %511s", &start, &end, perms, &offset, path) < 5) continue;
-        if (address < start || address >= end) continue;
-        std::ifstream mem("/proc/" + std::to_string(pid) + "/mem", std::ios::binary);
-        mem.seekg(static_cast<std::streamoff>(address));
-        int in_memory = mem.get();
-        std::ifstream file(path, std::ios::binary);
-        file.seekg(static_cast<std::streamoff>(address - start + offset));
-        return {in_memory, file.get()};
-    }
-    return {-1, -2};
-}
-
 // remove_probe while running takes the int3 out of the process: after the
 // note, the probed address holds the file's byte again while the process
 // is still traced (by the other probe), and the program runs on correctly:

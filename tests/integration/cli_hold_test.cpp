@@ -29,6 +29,15 @@ std::string status_field(pid_t pid, const std::string& name) {
 
 std::string probe() { return target_path("global_worker") + ":global_tick i=%di twice=%si"; }
 
+// The port `uprobe hold --gdb-server 0` chose, from its line "target
+// remote 127.0.0.1:PORT", once that line is whole; "" when it never came.
+std::string gdb_server_port(Background& holder) {
+    if (!holder.wait_for_text("target remote 127.0.0.1:") || !holder.wait_for_text("'\n")) return "";
+    std::smatch m;
+    const std::string out = holder.out();
+    return std::regex_search(out, m, std::regex(R"(target remote 127\.0\.0\.1:(\d+))")) ? std::string(m[1]) : "";
+}
+
 // "#N  0xPC FUNC+0xOFF at FILE:LINE" lines of our backtrace, as (FUNC, LINE).
 std::vector<std::pair<std::string, int>> our_frames(const std::string& out) {
     std::vector<std::pair<std::string, int>> frames;
@@ -138,12 +147,10 @@ TEST(CliHold, GdbRemoteProtocolReadsContinuesAndDetaches) {
     Background worker({target_path("global_worker"), "gw_remote"});
     ASSERT_TRUE(worker.wait_for_line("ready"));
     Background holder({uprobe_path(), "hold", "-p", std::to_string(worker.pid()), probe(), "--gdb-server", "0"});
-    ASSERT_TRUE(holder.wait_for_text("target remote 127.0.0.1:")) << holder.out();
-    ASSERT_TRUE(holder.wait_for_text("'\n"));
+    const std::string port = gdb_server_port(holder);
+    ASSERT_NE(port, "") << holder.out();
     std::smatch m;
     std::string out = holder.out();
-    ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(target remote 127\.0\.0\.1:(\d+))")));
-    const std::string port = m[1];
     ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(global_tick: \((0x[0-9a-f]+)\) i=(\d+) )")));
     const std::string pc = m[1];
     const long i = std::stol(m[2]);
@@ -229,27 +236,6 @@ size_t count_of(const std::vector<RoundEvent>& events, pid_t pid) {
     return n;
 }
 
-// The byte at `address` in the process, and the byte the file mapped there
-// holds (from /proc/PID/maps: offset into the file), so an int3 left
-// behind shows as a difference.
-std::pair<int, int> memory_and_file_byte(pid_t pid, uint64_t address) {
-    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-    for (std::string line; std::getline(maps, line);) {
-        uint64_t start = 0, end = 0, offset = 0;
-        char perms[8] = {}, path[512] = {};
-        if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %*s %*s %511s", &start, &end, perms, &offset, path) < 5) continue;
-        if (address < start || address >= end) continue;
-        std::ifstream mem("/proc/" + std::to_string(pid) + "/mem", std::ios::binary);
-        mem.seekg(static_cast<std::streamoff>(address));
-        int in_memory = mem.get();
-        std::ifstream file(path, std::ios::binary);
-        file.seekg(static_cast<std::streamoff>(address - start + offset));
-        int in_file = file.get();
-        return {in_memory, in_file};
-    }
-    return {-1, -2};
-}
-
 // hold --global --gdb with three independently started processes: one is
 // held and handed to gdb, the other two stay traced and every one of their
 // hits is printed (three a round, exactly), until the user quits; then no
@@ -324,12 +310,9 @@ TEST(CliHold, GlobalGdbServerKeepsTheOthersTraced) {
     for (auto* p : {&a, &b})
         ASSERT_TRUE(holder.wait_for_text("attached to " + std::to_string(p->pid()) + " ")) << holder.out();
     a.signal(SIGUSR1);
-    ASSERT_TRUE(holder.wait_for_text("target remote 127.0.0.1:")) << holder.out();
-    ASSERT_TRUE(holder.wait_for_text("'\n"));
-    std::smatch m;
-    std::string out = holder.out();
-    ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(target remote 127\.0\.0\.1:(\d+))")));
-    const std::string port = m[1];
+    const std::string port = gdb_server_port(holder);
+    ASSERT_NE(port, "") << holder.out();
+    const std::string out = holder.out();
     auto held = round_events(out);
     ASSERT_EQ(held.size(), 1u) << out;
     b.signal(SIGUSR1);
@@ -402,12 +385,10 @@ void serve_two_threads(bool all_stop) {
     Background holder(argv);
     ASSERT_TRUE(holder.wait_for_text("attached to " + std::to_string(target.pid()) + " ")) << holder.out();
     target.signal(SIGUSR1);
-    ASSERT_TRUE(holder.wait_for_text("target remote 127.0.0.1:")) << holder.out();
-    ASSERT_TRUE(holder.wait_for_text("'\n"));
+    const std::string port = gdb_server_port(holder);
+    ASSERT_NE(port, "") << holder.out();
     std::smatch m;
     std::string out = holder.out();
-    ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(target remote 127\.0\.0\.1:(\d+))")));
-    const std::string port = m[1];
     ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(held_here: \((0x[0-9a-f]+)\) n=7)"))) << out;
     const std::string pc = m[1];
     std::vector<std::string> gdb_argv = {"gdb", "-nx", "-batch", "-ex", "file " + target_path("hold_threads"),
@@ -538,12 +519,9 @@ TEST(CliHold, QuitWithGdbConnectedLeavesNoBreakpoint) {
     Background holder({uprobe_path(), "hold", "-v", "-p", std::to_string(a.pid()), rounds_probe(), "--gdb-server", "0"});
     ASSERT_TRUE(holder.wait_for_text("attached to " + std::to_string(a.pid()) + " ")) << holder.out();
     a.signal(SIGUSR1);
-    ASSERT_TRUE(holder.wait_for_text("target remote 127.0.0.1:")) << holder.out();
-    ASSERT_TRUE(holder.wait_for_text("'\n"));
+    const std::string port = gdb_server_port(holder);
+    ASSERT_NE(port, "") << holder.out();
     std::smatch m;
-    std::string out = holder.out();
-    ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(target remote 127\.0\.0\.1:(\d+))")));
-    const std::string port = m[1];
     const std::string status = "/proc/" + std::to_string(a.pid()) + "/status";
     auto gdb = run({"gdb", "-nx", "-batch", "-ex", "file " + target_path("hold_rounds"), "-ex",
                     "target remote 127.0.0.1:" + port, "-ex", "set breakpoint always-inserted on", "-ex",

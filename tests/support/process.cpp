@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 extern char** environ;
@@ -180,6 +182,23 @@ std::vector<std::string> lines_of(const std::string& text) {
 std::optional<std::pair<uid_t, gid_t>> unprivileged_user() {
     if (const passwd* pw = getpwnam("nobody")) return std::make_pair(pw->pw_uid, pw->pw_gid);
     return std::nullopt;
+}
+
+std::pair<int, int> memory_and_file_byte(pid_t pid, uint64_t address) {
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    for (std::string line; std::getline(maps, line);) {
+        uint64_t start = 0, end = 0, offset = 0;
+        char perms[8] = {}, path[512] = {};
+        if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %*s %*s %511s", &start, &end, perms, &offset, path) < 5) continue;
+        if (address < start || address >= end) continue;
+        std::ifstream mem("/proc/" + std::to_string(pid) + "/mem", std::ios::binary);
+        mem.seekg(static_cast<std::streamoff>(address));
+        int in_memory = mem.get();
+        std::ifstream file(path, std::ios::binary);
+        file.seekg(static_cast<std::streamoff>(address - start + offset));
+        return {in_memory, file.get()};
+    }
+    return {-1, -2};
 }
 
 }  // namespace uprobe::test

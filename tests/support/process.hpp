@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -88,5 +89,10 @@ std::vector<std::string> lines_of(const std::string& text);
 
 // An unprivileged account for no-root tests ("nobody" when it exists).
 std::optional<std::pair<uid_t, gid_t>> unprivileged_user();
+
+// The byte at `address` in process `pid`, and the byte the file mapped
+// there holds (from /proc/PID/maps: offset into the file), so an int3 left
+// behind shows as a difference; {-1, -2} when nothing is mapped there.
+std::pair<int, int> memory_and_file_byte(pid_t pid, uint64_t address);
 
 }  // namespace uprobe::test
