@@ -26,7 +26,7 @@
 namespace uprobe::agent {
 
 constexpr uint32_t kMagic = 0x75707262;  // "uprb"
-constexpr uint32_t kAbiVersion = 8;
+constexpr uint32_t kAbiVersion = 9;
 
 // Environment variable naming the inherited region fd at launch.
 constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
@@ -72,7 +72,11 @@ struct Site {
     uint64_t hits;
     uint64_t dropped;        // atomic: records lost to a full ring or no free ring
     uint64_t reentered;      // atomic: hits inside the handler, skipped
-    uint64_t pad[1];
+    // A FUNC%return entry at a jump site: where the function returns when
+    // its trampoline calls the displaced instructions (the handler's
+    // non-zero result asks for that; see arch::TrampolineRequest). 0: the
+    // return address is overwritten with the return trampoline's instead.
+    uint64_t landing;
 };
 static_assert(sizeof(Site) == 64);
 
@@ -113,20 +117,23 @@ static_assert(sizeof(RecordHeader) == 32);
 // has its own copy) listed in the agent's exported registry, which the
 // tracer reads at detach to put every hijacked return address back.
 // Frames that share a slot are a tail-call chain: the lowest of them holds
-// the real return address, the others the trampoline's.
+// the real return address, each other one the landing of the frame below
+// (or, `chained`, it was taken at the same entry as the frame below).
 constexpr uint32_t kMaxEntryValues = 4;  // @entry values a frame keeps
 constexpr uint32_t kShadowDepth = 8192;
 constexpr uint32_t kShadowStacks = 1024;
 
 struct ShadowFrame {
     uint64_t slot;      // stack address of the return address
-    uint64_t original;  // what it held (the trampoline's address in a chain)
+    uint64_t original;  // what it held
+    uint64_t landing;   // what it holds while hooked: Site::landing or the return trampoline
     uint64_t tsc;       // rdtsc at the entry
     uint32_t site;      // the entry site (index into the site table)
-    uint32_t suspended; // 1: put back for the C++ unwinder (kSiteUnwind)
+    uint16_t suspended; // 1: put back for the C++ unwinder (kSiteUnwind)
+    uint16_t chained;   // 1: taken at the same entry as the frame below
     uint64_t entry[kMaxEntryValues];  // @entry values, in program order
 };
-static_assert(sizeof(ShadowFrame) == 64);
+static_assert(sizeof(ShadowFrame) == 72);
 
 struct ShadowStack {
     uint32_t owner_tid;  // the thread using it; a dead owner's stack is reused

@@ -317,39 +317,60 @@ ShadowStack* shadow_stack() {
 // signal handler on sigaltstack) and wait for a return to sort them out.
 constexpr uint64_t kSameStack = uint64_t{64} << 20;
 
-// At the entry of a FUNC%return probe: hijack the return address.
-void hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc) {
+// Whether the return address at a frame's slot is one of ours: the
+// landing of `top` (the chain's topmost frame) or the return trampoline.
+bool hooked_address(const ShadowFrame& top, uint64_t address, uint64_t trampoline) {
+    return address == top.landing || address == trampoline;
+}
+
+// At the entry of a FUNC%return probe: take the return address. From a
+// trampoline that can call the displaced instructions (`landing`, its
+// Site::landing), it is left in place for the trampoline to drop: the
+// call puts the landing there and keeps the return-stack buffer right.
+// Elsewhere (`landing` 0) it is overwritten with the return trampoline's.
+// `chained`: an earlier probe at this entry took it already. True when
+// taken.
+bool hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc, uint64_t landing,
+                 bool chained) {
     const uint64_t trampoline = load(&h->return_trampoline);
-    if (!trampoline) return;
+    if (!trampoline) return false;
     ShadowStack* s = shadow_stack();
     if (!s) {
         add<uint64_t>(&h->lost_returns, 1);
-        return;
+        return false;
     }
     const uint64_t slot = frame[kFrameRsp];
     auto* word = reinterpret_cast<uint64_t*>(slot);
-    const uint64_t returns_to = *word;
+    // Chained by call, the word still holds the caller's address: the
+    // earlier probe's frame holds that, this one the landing.
+    const uint64_t returns_to = chained && landing ? landing : *word;
     uint32_t depth = s->depth;
     // Frames this one replaces: one at this very slot that returned without
     // us (its address was put back), or abandoned deeper in this stack.
     // A frame at this slot whose address is still ours is a tail call's
-    // caller: the chain shares the slot.
-    while (depth) {
+    // caller (or, chained, this entry's earlier probe): the chain shares
+    // the slot.
+    while (depth && !chained) {
         const ShadowFrame& top = s->frames[depth - 1];
-        if ((top.slot == slot && returns_to != trampoline) || (top.slot < slot && slot - top.slot < kSameStack)) --depth;
-        else break;
+        if ((top.slot == slot && !hooked_address(top, returns_to, trampoline)) ||
+            (top.slot < slot && slot - top.slot < kSameStack))
+            --depth;
+        else
+            break;
     }
     if (depth == kShadowDepth) {
         __atomic_store_n(&s->depth, depth, __ATOMIC_RELEASE);
         add<uint64_t>(&h->lost_returns, 1);
-        return;
+        return false;
     }
     ShadowFrame& f = s->frames[depth];
     f.slot = slot;
     f.original = returns_to;
+    f.landing = landing ? landing : trampoline;
     f.tsc = tsc;
     f.site = index;
     f.suspended = 0;
+    f.chained = chained;
     const probe::FetchProgram* programs = programs_of(h) + site.first_program;
     const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
     uint32_t kept = 0;
@@ -362,17 +383,22 @@ void hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* fr
     // The frame first, then the address: a detach in between finds the
     // address still the original and leaves it.
     __atomic_store_n(&s->depth, depth + 1, __ATOMIC_RELEASE);
-    __atomic_store_n(word, trampoline, __ATOMIC_RELEASE);
+    if (!landing) __atomic_store_n(word, trampoline, __ATOMIC_RELEASE);
+    return true;
 }
 
-// The bottom frame of the chain sharing frames[i]'s slot.
+// The bottom and top frames of the chain sharing frames[i]'s slot.
 uint32_t chain_bottom(const ShadowStack* s, uint32_t i) {
     while (i > 0 && s->frames[i - 1].slot == s->frames[i].slot) --i;
     return i;
 }
+uint32_t chain_top(const ShadowStack* s, uint32_t i) {
+    while (i + 1 < s->depth && s->frames[i + 1].slot == s->frames[i].slot) ++i;
+    return i;
+}
 
 // The C++ unwinder starts: it reads return addresses from the stack, and
-// the trampoline's has no unwind info (std::terminate), so every hijacked
+// the trampolines' have no unwind info (std::terminate), so every hooked
 // address goes back until a handler catches.
 void unwinding(Header* h) {
     ShadowStack* s = t_shadow;
@@ -384,13 +410,15 @@ void unwinding(Header* h) {
         f.suspended = 1;
         if (chain_bottom(s, i) != i) continue;
         auto* word = reinterpret_cast<uint64_t*>(f.slot);
-        if (*word == trampoline) *word = f.original;
+        if (hooked_address(s->frames[chain_top(s, i)], *word, trampoline)) *word = f.original;
     }
 }
 
 // __cxa_begin_catch at stack pointer `rsp`: frames below it were unwound
-// (no return to report); the others are hijacked again, if their slot
-// still holds the address that was put back.
+// (no return to report); the others are hooked again, if their slot
+// still holds the address that was put back. The return trampoline's
+// address goes there: no call made it, so the return-stack buffer has no
+// entry for it either way.
 void caught(Header* h, uint64_t rsp) {
     ShadowStack* s = t_shadow;
     if (!s) return;
@@ -443,13 +471,16 @@ void returned(uint64_t* frame, Header* h) {
     uint64_t resume = 0;
     if (s) {
         // The topmost frame at this slot; those above it were abandoned.
+        // Frames taken at the same entry return together; a tail call's
+        // caller returns at its own landing (a ret the return-stack buffer
+        // predicts), or at once when its address was the trampoline's.
         uint32_t depth = s->depth;
         while (depth && s->frames[depth - 1].slot != slot) --depth;
         while (depth && s->frames[depth - 1].slot == slot) {
             const ShadowFrame& f = s->frames[--depth];
             if (!f.suspended) report_return(h, f, frame);
             resume = f.original;
-            if (resume != trampoline) break;
+            if (!f.chained && resume != trampoline) break;
         }
         if (resume) __atomic_store_n(&s->depth, depth, __ATOMIC_RELEASE);
     }
@@ -458,10 +489,14 @@ void returned(uint64_t* frame, Header* h) {
     t_busy = busy;
 }
 
-void hit(const uint64_t* frame, Header* h, uint32_t index) {
+// A probe site's hit, from its trampoline (`by_call`: one that can call
+// the displaced instructions) or the SIGTRAP handler. True when a return
+// probe took the return address and the trampoline must call.
+bool hit(const uint64_t* frame, Header* h, uint32_t index, bool by_call) {
+    bool taken = false;
     if (t_busy) {
         if (index < h->site_count) add<uint64_t>(&sites_of(h)[index].reentered, 1);
-        return;
+        return taken;
     }
     t_busy = 1;
     if (load(&h->enabled) && !quiet(h)) {
@@ -486,7 +521,7 @@ void hit(const uint64_t* frame, Header* h, uint32_t index) {
             // A return probe's hits are its returns (report_return).
             if ((site.flags & (kSiteReturnEntry | kSiteCountOnly)) == kSiteCountOnly) add<uint64_t>(&site.hits, 1);
             if (site.flags & kSiteReturnEntry) {
-                hook_return(h, site, index, frame, now());
+                taken |= hook_return(h, site, index, frame, now(), by_call ? site.landing : 0, taken);
             } else if (!(site.flags & kSiteCountOnly)) {
                 RingControl* ring = ring_for(h);
                 bool written = ring && write_record(h, ring, site, index, frame, now());
@@ -499,6 +534,7 @@ void hit(const uint64_t* frame, Header* h, uint32_t index) {
         }
     }
     t_busy = 0;
+    return taken;
 }
 
 const Int3Entry* find_int3(Header* h, uint64_t address) {
@@ -574,7 +610,7 @@ void on_sigtrap(int signal, siginfo_t* info, void* context) {
     auto* xmm = reinterpret_cast<uint8_t*>(frame) + kFrameXmmOffset;
     const uint8_t* saved = uc->uc_mcontext.fpregs ? reinterpret_cast<const uint8_t*>(uc->uc_mcontext.fpregs->_xmm) : nullptr;
     for (int i = 0; i < 256; ++i) xmm[i] = saved ? saved[i] : 0;
-    hit(frame, h, entry->site);
+    hit(frame, h, entry->site, false);
     g[REG_RIP] = static_cast<greg_t>(entry->resume);
 }
 
@@ -700,7 +736,9 @@ AGENT_EXPORT const uint32_t uprobe_agent_abi_version = kAbiVersion;
 
 
 // Called by a trampoline; see abi.hpp.
-AGENT_EXPORT void uprobe_agent_hit(const uint64_t* frame, Header* h, uint32_t index) { hit(frame, h, index); }
+AGENT_EXPORT uint32_t uprobe_agent_hit(const uint64_t* frame, Header* h, uint32_t index) {
+    return hit(frame, h, index, true);
+}
 
 // Called by the return trampoline (arch::make_return_trampoline).
 AGENT_EXPORT void uprobe_agent_return(uint64_t* frame, Header* h, uint32_t) { returned(frame, h); }

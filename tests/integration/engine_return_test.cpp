@@ -152,6 +152,28 @@ TEST_P(Returns, FloatReturnValuesComeFromXmm0) {
     }
 }
 
+// Four probes at one entry: the first reads no vector register (the
+// inline engine's trampoline there saves none), the later ones read xmm0,
+// and two of them take the same return.
+TEST_P(Returns, ProbesSharingAnEntryEachSeeTheirValues) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "float", "20"};
+    auto r = launch_returns({"e=half n=%di", "r1=half%return v=$retval:f64", "r2=half%return v=$retval:f64",
+                             "x=half v=%xmm0:f64"},
+                            argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    ASSERT_EQ(of_probe(r, "e").size(), 20u);
+    for (const char* probe : {"r1", "r2", "x"}) {
+        auto events = of_probe(r, probe);
+        ASSERT_EQ(events.size(), 20u) << probe;
+        for (int i = 0; i < 20; ++i) {
+            const double entry = i + 0.5;
+            EXPECT_EQ(events[static_cast<size_t>(i)]->args.at(0).value.f, probe[0] == 'x' ? entry : entry / 2)
+                << probe << " call " << i;
+        }
+    }
+}
+
 // Without a :TYPE, $retval of a function whose DWARF return type is double
 // or float is read from xmm0 (ret_funcs is built with -g); integer
 // functions keep rax, and an explicit :TYPE wins over DWARF.

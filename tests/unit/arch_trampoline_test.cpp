@@ -46,7 +46,9 @@ public:
 
     // Places `code` at offset 0, patches `site_offset` to a trampoline at
     // 4096 and returns the function's address.
-    void* patch(const std::vector<uint8_t>& code, size_t site_offset, bool vectors = false, uint64_t counter = 0) {
+    // `handler` and `return_code`: see TrampolineRequest (0: record_hit, none).
+    void* patch(const std::vector<uint8_t>& code, size_t site_offset, bool vectors = false, uint64_t counter = 0,
+                uint64_t handler = 0, uint64_t return_code = 0) {
         std::memcpy(at(0), code.data(), code.size());
         std::memset(at(code.size()), 0xCC, 64);
         auto displaced = check_jump_site(code, address(0), address(site_offset));
@@ -57,7 +59,8 @@ public:
         r.original = std::span<const uint8_t>(at(site_offset), code.size() - site_offset + 16);
         r.displaced = *displaced;
         r.address = address(4096);
-        r.handler = reinterpret_cast<uint64_t>(&record_hit);
+        r.handler = handler ? handler : reinterpret_cast<uint64_t>(&record_hit);
+        r.return_code = return_code;
         r.argument = 0x1122334455667788;
         r.index = 7;
         r.save_vector_registers = vectors;
@@ -68,8 +71,10 @@ public:
         std::memcpy(at(4096), t->code.data(), t->code.size());
         EXPECT_EQ(t->patch.size(), *displaced);
         std::memcpy(at(site_offset), t->patch.data(), t->patch.size());
+        landing = t->landing;
         return at(0);
     }
+    uint64_t landing = 0;
 
 private:
     static constexpr size_t kSize = 65536;
@@ -159,6 +164,64 @@ TEST(Trampoline, CountingTrampolineCountsAndKeepsFlagsAndRax) {
     EXPECT_EQ(f(-1, 0), 1);
     EXPECT_EQ(counter, 3u);
     EXPECT_EQ(g_seen.calls, 0) << "a counting trampoline calls no handler";
+}
+
+// A return probe by call: the entry handler takes the return address
+// (returns 1), the trampoline calls the displaced instructions, the
+// function returns to the landing, which goes to a kRet return
+// trampoline, whose handler puts the address back for its ret.
+struct Taken {
+    int entries = 0, returns = 0;
+    uint64_t original = 0, slot_at_entry = 0, slot_at_return = 0, landing_seen = 0, rax = 0;
+} g_taken;
+
+extern "C" uint32_t take_return(const uint64_t* frame, uint64_t, uint32_t) {
+    ++g_taken.entries;
+    g_taken.slot_at_entry = frame[kRsp];
+    g_taken.original = *reinterpret_cast<const uint64_t*>(frame[kRsp]);
+    return 1;
+}
+
+extern "C" void give_return(uint64_t* frame, uint64_t, uint32_t) {
+    ++g_taken.returns;
+    g_taken.slot_at_return = frame[kRsp];
+    g_taken.landing_seen = *reinterpret_cast<uint64_t*>(frame[kRsp]);
+    g_taken.rax = frame[10];
+    *reinterpret_cast<uint64_t*>(frame[kRsp]) = g_taken.original;
+}
+
+TEST(Trampoline, ReturnByCallComesBackThroughTheLanding) {
+    Buffer b;
+    auto ret_code = make_return_trampoline(b.address(8192), reinterpret_cast<uint64_t>(&give_return), 0,
+                                           ReturnExit::kRet, false);
+    std::memcpy(b.at(8192), ret_code.data(), ret_code.size());
+    // push rbp; mov rbp, rsp; lea rax, [rdi+rsi]; pop rbp; ret
+    std::vector<uint8_t> code = {0x55, 0x48, 0x89, 0xE5, 0x48, 0x8D, 0x04, 0x37, 0x5D, 0xC3};
+    auto* f = reinterpret_cast<long (*)(long, long)>(
+        b.patch(code, 0, false, 0, reinterpret_cast<uint64_t>(&take_return), b.address(8192)));
+    ASSERT_NE(f, nullptr);
+    ASSERT_NE(b.landing, 0u);
+    g_taken = {};
+    EXPECT_EQ(f(30, 12), 42);
+    EXPECT_EQ(f(-5, 2), -3);
+    EXPECT_EQ(g_taken.entries, 2);
+    EXPECT_EQ(g_taken.returns, 2);
+    EXPECT_EQ(g_taken.slot_at_return, g_taken.slot_at_entry) << "the landing's address sits where the caller's was";
+    EXPECT_EQ(g_taken.landing_seen, b.landing);
+    EXPECT_EQ(g_taken.rax, uint64_t(-3));
+}
+
+TEST(Trampoline, ReturnCodeUnusedWhenTheHandlerKeepsTheAddress) {
+    Buffer b;
+    // push rbp; mov rbp, rsp; lea rax, [rdi+rsi]; pop rbp; ret
+    std::vector<uint8_t> code = {0x55, 0x48, 0x89, 0xE5, 0x48, 0x8D, 0x04, 0x37, 0x5D, 0xC3};
+    // record_hit returns nothing: eax is whatever it left, so use a handler returning 0.
+    auto keep = +[](const uint64_t*, uint64_t, uint32_t) -> uint32_t { return 0; };
+    auto* f = reinterpret_cast<long (*)(long, long)>(
+        b.patch(code, 0, false, 0, reinterpret_cast<uint64_t>(keep), b.address(8192)));
+    ASSERT_NE(f, nullptr);
+    std::memset(b.at(8192), 0xCC, 16);  // reaching the return code would trap
+    EXPECT_EQ(f(30, 12), 42);
 }
 
 TEST(JumpSite, RefusesWhatAJumpCannotReplace) {

@@ -84,8 +84,9 @@ void emit_restore_flags(Code& c, uint32_t internal) {
     c.bytes({0x9E});                          // sahf (OF and DF untouched)
 }
 
-// Saves the thread's state as the frame, calls the handler, restores.
-void emit_handler_call(Code& c, const TrampolineRequest& r) {
+// Saves the thread's state as the frame and calls the handler (its
+// result is in eax); emit_restore() follows.
+void emit_save_and_call(Code& c, const TrampolineRequest& r) {
     const uint32_t internal = kFrameGeneralWords * 8;
     const uint32_t frame = r.save_vector_registers ? static_cast<uint32_t>(kFrameXmmOffset + 16 * 16)
                                                    : static_cast<uint32_t>(kFrameXmmOffset);
@@ -121,6 +122,11 @@ void emit_handler_call(Code& c, const TrampolineRequest& r) {
     c.bytes({0x48, 0xB8});  // mov rax, imm64
     c.u64(r.handler);
     c.bytes({0xFF, 0xD0});  // call rax
+}
+
+// Puts back the state emit_save_and_call saved, rsp as at the site.
+void emit_restore(Code& c) {
+    const uint32_t internal = kFrameGeneralWords * 8;
     // Vector registers are not restored: the handler leaves them alone
     // (see make_trampoline), so they were saved for it to read only.
     emit_restore_flags(c, internal);
@@ -220,22 +226,24 @@ Result<size_t> check_jump_site(std::span<const uint8_t> function, uint64_t funct
     return check_jump_site({CodeRange{function_address, function}}, site);
 }
 
-std::vector<uint8_t> make_return_trampoline(uint64_t address, uint64_t handler, uint64_t argument) {
+std::vector<uint8_t> make_return_trampoline(uint64_t address, uint64_t handler, uint64_t argument, ReturnExit exit,
+                                            bool save_vector_registers) {
     Code c(address);
     c.bytes({0x48, 0x8D, 0x64, 0x24, 0xF8});  // lea rsp, [rsp-8]: the word the handler fills
     TrampolineRequest r;
     r.site = address;
     r.handler = handler;
     r.argument = argument;
-    r.save_vector_registers = true;
-    emit_handler_call(c, r);
-    // To the original return address by an indirect jump, not a ret: the
-    // function's ret into this code already took the return-stack
-    // buffer's entry for its caller, and a second ret would take the
-    // caller's caller's, mispredicting every return above. The word stays
-    // inside the red zone, which signal delivery skips.
-    c.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});  // lea rsp, [rsp+8]
-    c.bytes({0xFF, 0x64, 0x24, 0xF8});        // jmp qword [rsp-8]
+    r.save_vector_registers = save_vector_registers;
+    emit_save_and_call(c, r);
+    emit_restore(c);
+    if (exit == ReturnExit::kRet) {
+        c.bytes({0xC3});  // ret
+    } else {
+        // The word stays inside the red zone, which signal delivery skips.
+        c.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});  // lea rsp, [rsp+8]
+        c.bytes({0xFF, 0x64, 0x24, 0xF8});        // jmp qword [rsp-8]
+    }
     return std::move(c.raw());
 }
 
@@ -246,8 +254,20 @@ Result<Trampoline> make_trampoline(const TrampolineRequest& r) {
     if (!fits_rel32(reach)) return Error("trampoline at " + hex(r.address) + " is out of reach of " + hex(r.site));
 
     Code c(r.address);
-    if (r.counter) emit_counter(c, r);
-    else emit_handler_call(c, r);
+    size_t to_call_tail = 0;  // where the rel32 of `jnz call tail` goes
+    if (r.counter) {
+        emit_counter(c, r);
+    } else {
+        emit_save_and_call(c, r);
+        if (r.return_code) {
+            c.bytes({0x85, 0xC0});  // test eax, eax
+            c.bytes({0x0F, 0x85});  // jnz rel32
+            to_call_tail = c.raw().size();
+            c.u32(0);
+        }
+        emit_restore(c);
+    }
+    const uint64_t first_copy = c.here();
 
     // The displaced instructions, each relocated where it lands; a jump of
     // one copy back into the patched range goes to the copy instead.
@@ -286,6 +306,21 @@ Result<Trampoline> make_trampoline(const TrampolineRequest& r) {
     }
 
     Trampoline t;
+    if (to_call_tail) {
+        // The handler took the return address: the displaced instructions
+        // are called, so the function's ret comes back to `landing` as the
+        // return-stack buffer predicts, and so does the return code's ret
+        // to the caller.
+        const uint32_t rel = static_cast<uint32_t>(c.here() - (r.address + to_call_tail + 4));
+        for (int i = 0; i < 4; ++i) c.raw()[to_call_tail + i] = static_cast<uint8_t>(rel >> (8 * i));
+        emit_restore(c);
+        c.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});  // lea rsp, [rsp+8]: over the return address
+        c.bytes({0xE8});                          // call rel32: the displaced instructions
+        c.u32(static_cast<uint32_t>(first_copy - (c.here() + 4)));
+        t.landing = c.here();
+        c.bytes({0xFF, 0x25, 0x00, 0x00, 0x00, 0x00});  // jmp qword [rip]
+        c.u64(r.return_code);
+    }
     t.code = std::move(c.raw());
     // The last copy fell through to site + displaced by itself, unless it
     // ended control flow (ret, jmp).

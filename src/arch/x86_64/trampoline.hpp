@@ -56,10 +56,17 @@ struct TrampolineRequest {
     std::span<const uint8_t> original;     // original bytes at `site` (at least displaced + 15)
     size_t displaced = 0;                  // from check_jump_site
     uint64_t address = 0;                  // where the trampoline will be placed
-    uint64_t handler = 0;                  // void handler(frame*, uint64_t argument, uint32_t index)
+    uint64_t handler = 0;                  // uint32_t handler(frame*, uint64_t argument, uint32_t index)
     uint64_t argument = 0;
     uint32_t index = 0;
     bool save_vector_registers = false;
+    // Non-zero: the site is a function's entry and the handler may take
+    // the return address (FUNC%return): when it returns non-zero, the
+    // trampoline drops the return address and calls the displaced
+    // instructions instead of jumping to them; their function then
+    // returns to Trampoline::landing, which jumps to `return_code` (a
+    // return trampoline made with ReturnExit::kRet).
+    uint64_t return_code = 0;
     // Non-zero: a counting trampoline instead, which only does
     // `lock inc qword [counter]` (rflags and rax saved around it) before the
     // displaced instructions; no handler is called.
@@ -69,6 +76,7 @@ struct TrampolineRequest {
 struct Trampoline {
     std::vector<uint8_t> code;   // to write at request.address
     std::vector<uint8_t> patch;  // to write at request.site: jmp + int3 padding
+    uint64_t landing = 0;        // with request.return_code: where the function returns
 };
 
 // The handler is called with rsp 16-byte aligned, the direction flag
@@ -78,13 +86,22 @@ struct Trampoline {
 // cannot be relocated, or the trampoline is out of rel32 reach of the site.
 Result<Trampoline> make_trampoline(const TrampolineRequest& request);
 
-// The return trampoline of in-process return probes: a function whose
-// return address was replaced with `address` returns into this code, which
-// reserves a word where the return address was, saves the thread's state
-// (vector registers included: xmm0/xmm1 may hold the return value) as a
-// frame whose rsp is that word's address, calls handler(frame, argument,
-// 0) — which must store the original return address in the word — and
-// jumps there with every register as the function returned them.
-std::vector<uint8_t> make_return_trampoline(uint64_t address, uint64_t handler, uint64_t argument);
+// The return trampolines of in-process return probes. A function whose
+// return address was replaced returns into this code, which reserves a
+// word where the return address was, saves the thread's state (with
+// `save_vector_registers`, xmm0..15: xmm0/xmm1 may hold the return value,
+// which only a probe that reads them needs) as a frame
+// whose rsp is that word's address, calls handler(frame, argument, 0) —
+// which must store the original return address in the word — and goes
+// there with every register as the function returned them. How it goes
+// there keeps the return-stack buffer in step:
+//  - kJump, for a return address overwritten on the stack: the function's
+//    ret took the buffer's entry for the caller, so an indirect jump goes
+//    on (a second ret would mispredict every return above);
+//  - kRet, for a trampoline's call (TrampolineRequest::return_code): the
+//    function's ret took the call's entry, the caller's is next.
+enum class ReturnExit { kJump, kRet };
+std::vector<uint8_t> make_return_trampoline(uint64_t address, uint64_t handler, uint64_t argument, ReturnExit exit,
+                                            bool save_vector_registers);
 
 }  // namespace uprobe::arch

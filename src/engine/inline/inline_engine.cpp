@@ -148,6 +148,16 @@ struct Patch {
 };
 
 
+// A jump-patched address and what its trampoline was made from, to make
+// it again when a probe joining there needs the vector registers saved.
+struct JumpSite {
+    std::vector<uint8_t> code;  // the file's bytes at the site (displaced + kMaxInstructionLength)
+    size_t displaced = 0;
+    uint32_t first_site = 0;    // the site index the trampoline passes
+    bool vectors = false;       // the trampolines save xmm0..15
+    uint64_t landing = 0;       // arch::Trampoline::landing (0: no return probes can use it)
+};
+
 struct Target {
     pid_t pid = 0;
     bool root = false;
@@ -170,6 +180,9 @@ struct Target {
     uint32_t acked = 0;                          // last notify_seq handled
     uint32_t exec_acked = 0;                     // last exec_seq handled
     uint64_t return_trampoline = 0;              // remote; 0: no return probes yet
+    uint64_t return_by_ret = 0;                  // remote: where the jump sites' landings go
+    uint64_t return_by_ret_xmm = 0;              // the same, saving the vector registers too
+    std::map<uint64_t, JumpSite> jumps;          // site address -> its jump's trampoline
     uint64_t shadow_registry = 0;                // remote: the agent's shadow stack list
     std::set<std::pair<dev_t, ino_t>> unwinder_scanned;  // objects searched for unwinder entry points
     std::set<uint64_t> planned;  // every probe's sites in the objects being placed: no jump may cover one
@@ -251,6 +264,8 @@ private:
     Result<uint64_t> find_agent_symbol(Target& t, const std::vector<Mapping>& maps, const std::string& name,
                                        bool function);
     Result<void> insert_int3(Target& t, pid_t tid, uint64_t address, std::span<const uint8_t> code, uint32_t index);
+    Result<arch::Trampoline> write_trampoline(Target& t, pid_t tid, uint64_t address, const JumpSite& jump);
+    Result<void> save_vectors_at(Target& t, pid_t tid, uint64_t address);
     Result<uint64_t> find_dlopen(Target& t, const std::vector<Mapping>& maps);
     void init_region(abi::Header* h);
     void drain(Target& t);
@@ -1029,17 +1044,73 @@ Result<void> InlineEngine::insert_internal_site(Target& t, pid_t tid, uint64_t a
     return {};
 }
 
-// Return probes: the return trampoline (once per process; any address,
-// as a ret reaches it) and the hooks on the C++ unwinder.
+// Makes and writes the trampoline of a jump site (not the jump itself).
+Result<arch::Trampoline> InlineEngine::write_trampoline(Target& t, pid_t tid, uint64_t address, const JumpSite& jump) {
+    UPROBE_TRY(uint64_t at, allocate(t, tid, address, 1024));
+    arch::TrampolineRequest r;
+    r.site = address;
+    r.original = jump.code;
+    r.displaced = jump.displaced;
+    r.address = at;
+    r.handler = t.handler;
+    r.argument = t.remote_region;
+    r.index = jump.first_site;
+    r.save_vector_registers = jump.vectors;
+    r.return_code = jump.vectors ? t.return_by_ret_xmm : t.return_by_ret;
+    if (request_.count_only) {
+        // Count-only: a lock inc in the trampoline, no handler call.
+        r.counter = t.remote_region + t.region->sites_offset + uint64_t{jump.first_site} * sizeof(abi::Site) +
+                    offsetof(abi::Site, hits);
+        t.counting_sites.insert(jump.first_site);
+    }
+    UPROBE_TRY(arch::Trampoline trampoline, arch::make_trampoline(r));
+    if (trampoline.code.size() > 1024) return Error("trampoline too large");
+    UPROBE_CHECK(proc::write_memory(t.pid, at, trampoline.code.data(), trampoline.code.size()));
+    return trampoline;
+}
+
+// A probe joining a jump site needs the vector registers, which its
+// trampoline does not save: the jump goes to a new trampoline that does
+// (threads are stopped; one inside the old trampoline finishes there, as
+// it stays mapped, and so do returns to its landing).
+Result<void> InlineEngine::save_vectors_at(Target& t, pid_t tid, uint64_t address) {
+    JumpSite& jump = t.jumps.at(address);
+    jump.vectors = true;
+    UPROBE_TRY(arch::Trampoline trampoline, write_trampoline(t, tid, address, jump));
+    UPROBE_CHECK(proc::write_memory(t.pid, address, trampoline.patch.data(), trampoline.patch.size()));
+    for (Patch& patch : t.patches)
+        if (patch.address == address && !patch.int3) patch.patched = trampoline.patch;
+    jump.landing = trampoline.landing;
+    for (uint32_t i = jump.first_site;; i = abi::sites_of(t.region)[i].next - 1) {
+        abi::Site& site = abi::sites_of(t.region)[i];
+        if (site.flags & abi::kSiteReturnEntry) site.landing = trampoline.landing;
+        if (!site.next) break;
+    }
+    return {};
+}
+
+// Return probes: the return trampolines (once per process; any address,
+// as a ret or an indirect jump reaches them) and the hooks on the C++
+// unwinder. One is for return addresses overwritten on the stack (int3
+// sites), the other for the jump sites' landings (arch::ReturnExit).
 Result<void> InlineEngine::setup_returns(Target& t, pid_t tid) {
     if (t.return_trampoline) return {};
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
     UPROBE_TRY(uint64_t handler, find_agent_symbol(t, maps, abi::kReturnHandlerSymbol, true));
     UPROBE_TRY(t.shadow_registry, find_agent_symbol(t, maps, abi::kShadowRegistrySymbol, false));
-    UPROBE_TRY(uint64_t at, allocate(t, tid, t.handler, 1024));
-    std::vector<uint8_t> code = arch::make_return_trampoline(at, handler, t.remote_region);
-    UPROBE_CHECK(proc::write_memory(t.pid, at, code.data(), code.size()));
+    UPROBE_TRY(uint64_t at, allocate(t, tid, t.handler, 3 * 1024));
+    auto put = [&](uint64_t address, arch::ReturnExit exit, bool vectors) -> Result<void> {
+        std::vector<uint8_t> code = arch::make_return_trampoline(address, handler, t.remote_region, exit, vectors);
+        if (code.size() > 1024) return Error("return trampoline too large");
+        return proc::write_memory(t.pid, address, code.data(), code.size());
+    };
+    // An overwritten address may be any probe's, so that one saves xmm.
+    UPROBE_CHECK(put(at, arch::ReturnExit::kJump, true));
+    UPROBE_CHECK(put(at + 1024, arch::ReturnExit::kRet, false));
+    UPROBE_CHECK(put(at + 2048, arch::ReturnExit::kRet, true));
     t.return_trampoline = at;
+    t.return_by_ret = at + 1024;
+    t.return_by_ret_xmm = at + 2048;
     __atomic_store_n(&t.region->return_trampoline, at, __ATOMIC_RELEASE);
     insert_unwinder_hooks(t, tid, maps);
     return {};
@@ -1077,8 +1148,9 @@ void InlineEngine::insert_unwinder_hooks(Target& t, pid_t tid, const std::vector
     }
 }
 
-// Detach with frames live: every hijacked return address goes back on the
-// stack it came from (threads stopped). The shadow stacks stay as they are:
+// Detach with frames live: every hooked return address (the return
+// trampoline's, or a landing) goes back on the stack it came from
+// (threads stopped). The shadow stacks stay as they are:
 // a thread stopped inside the return trampoline still needs its frame. An
 // address left in place is still safe: the trampoline and the agent stay,
 // and a return through them resumes where it should.
@@ -1103,8 +1175,10 @@ void InlineEngine::restore_return_addresses(Target& t) {
         for (uint32_t i = 0; i < depth; ++i) {
             if (i > 0 && frames[i - 1].slot == frames[i].slot) continue;  // not the bottom of its chain
             uint64_t current = 0;
-            if (proc::read_memory(t.pid, frames[i].slot, &current, sizeof current) && current == t.return_trampoline)
-                (void)proc::write_memory(t.pid, frames[i].slot, &frames[i].original, sizeof frames[i].original);
+            if (!proc::read_memory(t.pid, frames[i].slot, &current, sizeof current)) continue;
+            bool ours = current == t.return_trampoline;
+            for (uint32_t j = i; j < depth && frames[j].slot == frames[i].slot; ++j) ours |= current == frames[j].landing;
+            if (ours) (void)proc::write_memory(t.pid, frames[i].slot, &frames[i].original, sizeof frames[i].original);
         }
     }
 }
@@ -1155,6 +1229,11 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
         share_semaphores(t);
         return {};
     };
+    // Before any site: a jump site's trampoline can call the displaced
+    // instructions for a return probe only if made knowing where returns go.
+    const bool any_returns = std::any_of(request_.probes.begin(), request_.probes.end(),
+                                         [](const ProbeSpec& p) { return p.location.is_return; });
+    if (any_returns && !request_.count_only) UPROBE_CHECK(setup_returns(t, tid));
     SitePlacement placement(spec);
     for (const probe::Site& site : *sites) {
         auto placed = [&]() -> Result<void> {
@@ -1207,6 +1286,11 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             if (auto existing = t.first_site_at.find(address); existing != t.first_site_at.end()) {
                 // A second probe at a patched address joins its chain.
                 if (t.counting_sites.count(existing->second)) info.hits_from = existing->second;
+                if (auto jump = t.jumps.find(address); jump != t.jumps.end()) {
+                    if (needs_fpregs && !jump->second.vectors && !request_.count_only)
+                        UPROBE_CHECK(save_vectors_at(t, tid, address).context(where));
+                    if (hooks_return) slot.landing = jump->second.landing;
+                }
                 uint32_t last = existing->second;
                 while (abi::sites_of(h)[last].next) last = abi::sites_of(h)[last].next - 1;
                 h->program_count += static_cast<uint32_t>(info.programs.size());
@@ -1255,30 +1339,16 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                 UPROBE_CHECK(proc::read_memory(t.pid, address, current.data(), current.size()));
                 if (current != original)
                     return Error("code " + where + " differs from the file (breakpoint of another debugger?)");
-                UPROBE_TRY(uint64_t tramp, allocate(t, tid, address, 1024));
-                arch::TrampolineRequest r;
-                r.site = address;
-                r.original = code;
-                r.displaced = displaced;
-                r.address = tramp;
-                r.handler = t.handler;
-                r.argument = t.remote_region;
-                r.index = index;
-                r.save_vector_registers = needs_fpregs;
-                if (request_.count_only) {
-                    // Count-only: a lock inc in the trampoline, no handler call.
-                    r.counter = t.remote_region + h->sites_offset + uint64_t{index} * sizeof(abi::Site) +
-                                offsetof(abi::Site, hits);
-                    t.counting_sites.insert(index);
-                }
-                UPROBE_TRY(arch::Trampoline trampoline, arch::make_trampoline(r).context(where));
-                if (trampoline.code.size() > 1024) return Error(where + ": trampoline too large");
-                UPROBE_CHECK(proc::write_memory(t.pid, tramp, trampoline.code.data(), trampoline.code.size()));
+                JumpSite jump{std::vector<uint8_t>(code.begin(), code.end()), displaced, index, needs_fpregs, 0};
+                UPROBE_TRY(arch::Trampoline trampoline, write_trampoline(t, tid, address, jump).context(where));
+                if (hooks_return) slot.landing = trampoline.landing;
+                jump.landing = trampoline.landing;
                 h->program_count += static_cast<uint32_t>(info.programs.size());
                 t.sites.push_back(std::move(info));
                 __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
                 UPROBE_CHECK(proc::write_memory(t.pid, address, trampoline.patch.data(), trampoline.patch.size()));
                 t.patches.push_back(Patch{address, false, original, trampoline.patch});
+                t.jumps[address] = std::move(jump);
                 t.first_site_at[address] = index;
             }
             stats_[probe_index].sites++;
@@ -1576,6 +1646,8 @@ void InlineEngine::notice_exec(Target& t) {
     t.patches.clear();
     t.semaphores.clear();
     t.return_trampoline = 0;
+    t.return_by_ret = 0;
+    t.return_by_ret_xmm = 0;
     t.shadow_registry = 0;
     t.alive = false;
     finish_target(t);
@@ -1615,11 +1687,14 @@ void InlineEngine::follow_exec(Target& t) {
     t.areas.clear();
     t.semaphores.clear();
     t.first_site_at.clear();
+    t.jumps.clear();
     t.counting_sites.clear();
     t.objects.clear();
     t.threads.clear();
     t.scratch = 0;
     t.return_trampoline = 0;
+    t.return_by_ret = 0;
+    t.return_by_ret_xmm = 0;
     t.shadow_registry = 0;
     t.unwinder_scanned.clear();
     t.planned.clear();
