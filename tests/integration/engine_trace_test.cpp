@@ -2,10 +2,12 @@
 // targets whose results are known by construction. The cases every engine
 // supports run once per engine (EachEngine); the rest are the ptrace
 // engine's (engine_inline_test.cpp has what only the inline engine does).
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <map>
 #include <set>
 #include <thread>
@@ -386,6 +388,51 @@ TEST_P(EachEngine, ProgramSignalsAndItsOwnInt3PassThrough) {
     EXPECT_EQ(r.output, "traps 6 usr1 3 sum 3\n");
     EXPECT_EQ(r.output, run_untraced({target("engine_signals")}));
     EXPECT_EQ(r.events.size(), 3u);
+}
+
+// A signal sent while the engine attaches (the threads stopped, system
+// calls and a dlopen run in them) reaches the program once it runs again.
+// The sender keeps one SIGUSR2 in flight all through the attach and waits
+// for the program's answer to each: a lost one is never answered.
+TEST_P(EachEngine, SignalsSentDuringTheAttachAreDelivered) {
+    Child child("engine_signals", {"ack"});
+    auto engine = make();
+    Watchdog watchdog(*engine);
+    watchdog.watch(child.pid);
+    std::atomic<bool> attached{false}, lost{false};
+    std::atomic<int> sent{0};
+    std::thread sender([&] {
+        for (int after = 0; after < 50 && !lost; after += attached ? 1 : 0) {
+            ::kill(child.pid, SIGUSR2);
+            ++sent;
+            pollfd answer{child.out, POLLIN, 0};
+            char c = 0;
+            if (::poll(&answer, 1, 10000) != 1 || ::read(child.out, &c, 1) != 1 || c != '+') lost = true;
+        }
+    });
+    Collector collector;
+    TraceRequest request;
+    request.probes.push_back(spec("step i=$arg1"));
+    request.attach_pids = {child.pid};
+    // Under the ptrace engine a signal stops the program until the run
+    // loop passes it on, and the loop must be the attaching thread.
+    Result<void> started;
+    Result<int> status = 0;
+    std::thread runner([&] {
+        started = engine->start(request, collector);
+        attached = true;
+        if (started) status = engine->run();
+    });
+    sender.join();
+    engine->stop();
+    runner.join();
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    EXPECT_FALSE(lost) << "signal " << sent << " never reached the program";
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    ::kill(child.pid, SIGUSR1);
+    EXPECT_EQ(child.read_line(), "");
+    EXPECT_EQ(child.read_line(), "acked " + std::to_string(sent));
+    EXPECT_TRUE(child.exited_cleanly());
 }
 
 TEST_P(EachEngine, SdtMarkersWithArgumentsAndSemaphore) {

@@ -200,7 +200,7 @@ struct Target {
         uint64_t last_ts = 0;  // converted times of a thread never go back
     };
     std::map<pid_t, ThreadSeen> threads;  // by tid, as their records arrive
-    std::map<pid_t, int> held_signals;  // signals that arrived while stopped
+    std::map<pid_t, std::vector<int>> held_signals;  // signals that arrived while stopped
 };
 
 long futex(uint32_t* word, int op, uint32_t value, const timespec* timeout = nullptr) {
@@ -255,6 +255,8 @@ private:
     void share_semaphores(Target& t);
     Result<void> inject_agent(Target& t, pid_t tid);
     Result<uint64_t> remote_call(Target& t, pid_t tid, uint64_t function, uint64_t a1, uint64_t a2);
+    Result<int64_t> remote_syscall(Target& t, pid_t tid, uint64_t gadget, int64_t number, uint64_t a1 = 0,
+                                   uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0, uint64_t a5 = 0, uint64_t a6 = 0);
     Result<void> map_scratch(Target& t, pid_t tid);
     Result<uint64_t> allocate(Target& t, pid_t tid, uint64_t near, uint64_t size);
     Result<void> insert_probe(Target& t, pid_t tid, const Mapping& any, const std::vector<Mapping>& maps,
@@ -623,15 +625,28 @@ Result<std::vector<pid_t>> InlineEngine::stop_all(Target& t) {
     return stopped;
 }
 
+// Lets the threads go, each with the signals that arrived while we held
+// it: the first delivered by the detach, any others sent again.
 void InlineEngine::release_all(Target& t, const std::vector<pid_t>& tids) {
     for (pid_t tid : tids) {
-        int signal = 0;
+        std::vector<int> signals;
         if (auto it = t.held_signals.find(tid); it != t.held_signals.end()) {
-            signal = it->second;
+            signals = std::move(it->second);
             t.held_signals.erase(it);
         }
-        (void)proc::detach(tid, signal);
+        (void)proc::detach(tid, signals.empty() ? 0 : signals.front());
+        for (size_t i = 1; i < signals.size(); ++i) (void)::syscall(SYS_tgkill, t.pid, tid, signals[i]);
     }
+}
+
+// proc::remote_syscall in stopped thread `tid`; a signal that arrives
+// meanwhile is held for release_all.
+Result<int64_t> InlineEngine::remote_syscall(Target& t, pid_t tid, uint64_t gadget, int64_t number, uint64_t a1,
+                                             uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6) {
+    int deferred = 0;
+    auto result = proc::remote_syscall(tid, gadget, number, a1, a2, a3, a4, a5, a6, &deferred);
+    if (deferred) t.held_signals[tid].push_back(deferred);
+    return result;
 }
 
 // An r-x area near `near` (remote mmap), bump-allocated.
@@ -641,9 +656,9 @@ Result<uint64_t> InlineEngine::allocate(Target& t, pid_t tid, uint64_t near, uin
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
     auto best = proc::free_range_near(maps, near, kAreaSize, code_reach(kAreaSize));
     if (!best) return Error("no free address range within 2 GiB of " + hex(near) + " for a trampoline");
-    UPROBE_TRY(int64_t mapped, proc::remote_syscall(tid, t.scratch, SYS_mmap, *best, kAreaSize, PROT_READ | PROT_EXEC,
-                                                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                                                    static_cast<uint64_t>(-1), 0));
+    UPROBE_TRY(int64_t mapped, remote_syscall(t, tid, t.scratch, SYS_mmap, *best, kAreaSize, PROT_READ | PROT_EXEC,
+                                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                                              static_cast<uint64_t>(-1), 0));
     if (mapped < 0) return errno_error("mapping trampolines in process " + std::to_string(t.pid), static_cast<int>(-mapped));
     t.areas.push_back(CodeArea{static_cast<uint64_t>(mapped), size});
     return static_cast<uint64_t>(mapped);
@@ -652,8 +667,8 @@ Result<uint64_t> InlineEngine::allocate(Target& t, pid_t tid, uint64_t near, uin
 // One page of our code in the target: `syscall; int3` (the gadget of
 // remote system calls), an int3 that remote calls return to, and strings.
 Result<void> InlineEngine::map_scratch(Target& t, pid_t tid) {
-    UPROBE_TRY(int64_t mapped, proc::remote_syscall(tid, 0, SYS_mmap, 0, 4096, PROT_READ | PROT_EXEC,
-                                                    MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0));
+    UPROBE_TRY(int64_t mapped, remote_syscall(t, tid, 0, SYS_mmap, 0, 4096, PROT_READ | PROT_EXEC,
+                                              MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0));
     if (mapped < 0) return errno_error("mapping scratch code in process " + std::to_string(t.pid), static_cast<int>(-mapped));
     t.scratch = static_cast<uint64_t>(mapped);
     const uint8_t code[4] = {0x0f, 0x05, 0xcc, 0xcc};
@@ -693,7 +708,7 @@ Result<uint64_t> InlineEngine::remote_call(Target& t, pid_t tid, uint64_t functi
         if (WSTOPSIG(status) == SIGTRAP && after.rip == return_to + 1) return after.rax;
         if (WSTOPSIG(status) == SIGSEGV || WSTOPSIG(status) == SIGBUS || WSTOPSIG(status) == SIGILL)
             return Error("loading the agent faulted in process " + std::to_string(t.pid));
-        if ((status >> 16) == 0 && WSTOPSIG(status) != SIGTRAP) t.held_signals[tid] = WSTOPSIG(status);
+        if ((status >> 16) == 0 && WSTOPSIG(status) != SIGTRAP) t.held_signals[tid].push_back(WSTOPSIG(status));
     }
     return Error("loading the agent did not complete in process " + std::to_string(t.pid));
 }
@@ -815,7 +830,7 @@ const Mapping* loaded_agent(const std::vector<Mapping>& maps) {
 Result<void> InlineEngine::inject_agent(Target& t, pid_t tid) {
     auto remote = [&](int64_t number, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0,
                       uint64_t a5 = 0, uint64_t a6 = 0) {
-        return proc::remote_syscall(tid, t.scratch, number, a1, a2, a3, a4, a5, a6);
+        return remote_syscall(t, tid, t.scratch, number, a1, a2, a3, a4, a5, a6);
     };
     const std::string pid_text = std::to_string(t.pid);
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
