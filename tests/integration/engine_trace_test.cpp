@@ -174,6 +174,24 @@ TEST_P(EachEngine, ManyShortLivedThreadsLoseNoHit) {
     EXPECT_EQ(r.stats[0].dropped, 0u);
 }
 
+// A thread pool's worth of threads alive at once, each with its own ring
+// in the inline engine.
+TEST_P(EachEngine, TwoHundredThreadsAliveAtOnceLoseNoHit) {
+    const std::vector<std::string> argv = {target("engine_threads"), "20", "1", "200"};
+    auto r = launch({"hit i=$arg1"}, argv);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced(argv));
+    std::map<pid_t, std::set<uint64_t>> args_by_tid;
+    for (const auto& e : r.events) args_by_tid[e.tid].insert(e.args.at(0).value.u);
+    EXPECT_EQ(r.events.size(), 20u * 200u);
+    EXPECT_EQ(args_by_tid.size(), 200u);
+    for (const auto& [tid, args] : args_by_tid) EXPECT_EQ(args.size(), 1u) << "thread " << tid;
+    ASSERT_EQ(r.stats.size(), 1u);
+    EXPECT_EQ(r.stats[0].hits, 20u * 200u);
+    EXPECT_EQ(r.stats[0].dropped, 0u);
+}
+
 TEST_P(EachEngine, ForkWithoutFollowLeavesTheChildUntracedAndUnharmed) {
     auto r = launch({"work w=$arg1"}, {target("engine_fork")});
     ASSERT_EQ(r.error, "");
@@ -432,6 +450,33 @@ TEST_P(EachEngine, SignalsSentDuringTheAttachAreDelivered) {
     ::kill(child.pid, SIGUSR1);
     EXPECT_EQ(child.read_line(), "");
     EXPECT_EQ(child.read_line(), "acked " + std::to_string(sent));
+    EXPECT_TRUE(child.exited_cleanly());
+}
+
+// Attached while a signal handler runs (waiting for our line) that
+// interrupted the probed function 2 bytes in: when the handler returns,
+// the thread goes back there, so no jump may cover those bytes.
+TEST_P(EachEngine, AHandlerThatInterruptedTheSiteReturnsIntoIt) {
+    Child child("engine_signals", {"handler"});
+    EXPECT_EQ(child.read_line(), "in handler");
+    auto engine = make();
+    Watchdog watchdog(*engine);
+    watchdog.watch(child.pid);
+    Collector collector;
+    collector.after_event = [&](const Event&) {
+        if (collector.events.size() == 10) engine->stop();
+    };
+    TraceRequest request;
+    request.probes.push_back(spec("raise_inside"));
+    request.attach_pids = {child.pid};
+    auto started = engine->start(request, collector);
+    ASSERT_TRUE(started.ok()) << started.error().message();
+    child.write_line("go");
+    auto status = engine->run();
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    EXPECT_EQ(collector.events.size(), 10u);
+    EXPECT_EQ(child.read_line(), "ok 10");
+    child.write_line("bye");
     EXPECT_TRUE(child.exited_cleanly());
 }
 

@@ -46,6 +46,7 @@
 #include "agent/abi.hpp"
 #include "arch/x86_64/decode.hpp"
 #include "arch/x86_64/relocate.hpp"
+#include "arch/x86_64/signal_frame.hpp"
 #include "arch/x86_64/trampoline.hpp"
 #include "base/strings.hpp"
 #include "base/unique_fd.hpp"
@@ -65,8 +66,10 @@ namespace abi = uprobe::agent;
 static_assert(abi::kFrameXmmOffset == arch::kFrameXmmOffset);
 
 constexpr uint64_t kAreaSize = 1 << 20;
-// Room for every function of a large library (libLLVM-15: 36,687).
-constexpr abi::Layout kLayout{65536, 32768, 64, 1 << 20, 16384};
+// Room for every function of a large library (libLLVM-15: 36,687), and a
+// ring for each of 256 threads alive at once (a server's thread pool). The
+// memfd is sparse: a ring costs memory only once a thread writes to it.
+constexpr abi::Layout kLayout{65536, 32768, 256, 1 << 20, 16384};
 static_assert((kLayout.ring_size & (kLayout.ring_size - 1)) == 0, "the agent masks ring positions");
 
 uint64_t rdtsc() { return __builtin_ia32_rdtsc(); }
@@ -543,6 +546,39 @@ std::vector<uint64_t> jumps_ahead(pid_t pid, const std::vector<Mapping>& maps, u
     return targets;
 }
 
+// Where a thread running a signal handler resumes when the handler
+// returns: the interrupted rip of each signal frame in the 64 KiB of its
+// stack above rsp (arch/x86_64/signal_frame.hpp). A jump patch must not
+// cover it any more than a stopped thread's rip. `sigreturn_at` caches
+// which addresses hold rt_sigreturn code. A word that only looks like a
+// frame costs a jump at most (the site gets an int3).
+std::vector<uint64_t> signal_frame_rips(pid_t pid, const std::vector<Mapping>& maps, uint64_t rsp,
+                                        std::map<uint64_t, bool>& sigreturn_at) {
+    std::vector<uint64_t> rips;
+    auto mapping_of = [&](uint64_t address) -> const Mapping* {
+        auto it = std::upper_bound(maps.begin(), maps.end(), address,
+                                   [](uint64_t a, const Mapping& m) { return a < m.start; });
+        return it != maps.begin() && std::prev(it)->covers(address) ? &*std::prev(it) : nullptr;
+    };
+    const Mapping* stack = mapping_of(rsp);
+    if (!stack) return rips;
+    std::vector<uint64_t> words(std::min<uint64_t>(64 * 1024, stack->end - rsp) / 8);
+    if (words.empty() || !proc::read_memory(pid, rsp, words.data(), words.size() * 8)) return rips;
+    for (size_t i = 0; i < words.size(); ++i) {
+        const Mapping* code = mapping_of(words[i]);
+        if (!code || !code->exec) continue;
+        auto known = sigreturn_at.find(words[i]);
+        if (known == sigreturn_at.end()) {
+            uint8_t bytes[arch::kSigreturnCodeSize] = {};
+            const bool is = proc::read_memory(pid, words[i], bytes, sizeof bytes) && arch::is_sigreturn_code(bytes);
+            known = sigreturn_at.emplace(words[i], is).first;
+        }
+        const size_t rip_word = i + arch::kSignalFrameRipOffset / 8;
+        if (known->second && rip_word < words.size()) rips.push_back(words[rip_word]);
+    }
+    return rips;
+}
+
 // Whether thread `tid` has a signal pending that it does not block (the
 // hex masks SigPnd and SigBlk of /proc/PID/task/TID/status).
 bool deliverable_signal_pending(pid_t pid, pid_t tid) {
@@ -958,10 +994,15 @@ Result<void> InlineEngine::place_new_objects(Target& t, pid_t tid, bool at_start
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
     std::vector<uint64_t> rips;
     UPROBE_TRY(std::vector<pid_t> tids, proc::list_threads(t.pid));
+    std::map<uint64_t, bool> sigreturn_at;
     for (pid_t each : tids)
         if (auto regs = proc::get_regs(each)) {
-            rips.push_back(regs->rip);
-            for (uint64_t next : jumps_ahead(t.pid, maps, regs->rip)) rips.push_back(next);
+            std::vector<uint64_t> resumes = signal_frame_rips(t.pid, maps, regs->rsp, sigreturn_at);
+            resumes.push_back(regs->rip);
+            for (uint64_t rip : resumes) {
+                rips.push_back(rip);
+                for (uint64_t next : jumps_ahead(t.pid, maps, rip)) rips.push_back(next);
+            }
         }
     std::set<std::pair<dev_t, ino_t>> mapped;
     std::vector<bool> placed(request_.probes.size(), false);
