@@ -26,7 +26,7 @@
 namespace uprobe::agent {
 
 constexpr uint32_t kMagic = 0x75707262;  // "uprb"
-constexpr uint32_t kAbiVersion = 9;
+constexpr uint32_t kAbiVersion = 10;
 
 // Environment variable naming the inherited region fd at launch.
 constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
@@ -240,6 +240,10 @@ struct Header {
     // its mapping stays, and a thread that trapped on one of that session's
     // int3 sites may run the SIGTRAP handler only now.
     uint64_t previous_region;
+    // atomic: 1 + the highest ring index ever claimed (threads claim the
+    // lowest free ring), so the tracer scans only rings that may hold records.
+    uint32_t rings_used;
+    uint32_t pad;
 };
 static_assert(sizeof(Header) <= 4096, "the header has its own page (Layout::sites_offset)");
 

@@ -104,8 +104,13 @@ RingControl* claim_ring(Header* h) {
                                               static_cast<long>(owner & 0xffffffff), 0);
                 if (gone != -ESRCH) continue;
             }
-            if (__atomic_compare_exchange_n(&r->owner, &owner, mine, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            if (__atomic_compare_exchange_n(&r->owner, &owner, mine, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+                uint32_t used = load(&h->rings_used);
+                while (used < i + 1 &&
+                       !__atomic_compare_exchange_n(&h->rings_used, &used, i + 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                }
                 return r;
+            }
         }
     }
     return nullptr;

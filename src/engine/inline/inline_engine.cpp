@@ -1451,7 +1451,8 @@ void InlineEngine::drain(Target& t) {
     user_regs_struct regs{};
     uint64_t consumed = 0;
     clock_.calibrate();
-    for (uint32_t i = 0; i < h->ring_count; ++i) {
+    const uint32_t rings = std::min(__atomic_load_n(&h->rings_used, __ATOMIC_ACQUIRE), h->ring_count);
+    for (uint32_t i = 0; i < rings; ++i) {
         abi::RingControl* r = abi::ring_of(h, i);
         uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
         uint64_t tail = r->tail;
@@ -1762,7 +1763,7 @@ void InlineEngine::follow_exec(Target& t) {
     h->int3_count = 0;
     h->r_debug = 0;
     std::memset(abi::int3_table_of(h), 0, sizeof(abi::Int3Entry) * h->int3_capacity);
-    for (uint32_t i = 0; i < h->ring_count; ++i) {
+    for (uint32_t i = 0; i < std::min(h->rings_used, h->ring_count); ++i) {
         abi::RingControl* r = abi::ring_of(h, i);
         __atomic_store_n(&r->owner, 0, __ATOMIC_RELEASE);
     }
