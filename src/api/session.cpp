@@ -316,6 +316,8 @@ Result<void> Session::start() {
     // before anything runs. An attach it then fails leaves the process as
     // it was, so the ptrace engine may still try; a failed launch is final.
     std::string not_inline;
+    if (s.options.engine == "inline" && s.hold_callback)
+        return Error("holding needs the ptrace engine (engine \"ptrace\", or \"auto\", which picks it)");
     if (s.options.engine == "auto") {
         if (s.options.stacks) not_inline = "--stack needs a stopped thread";
         else if (s.hold_callback) not_inline = "holding needs the ptrace engine";

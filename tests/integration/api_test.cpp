@@ -113,6 +113,65 @@ TEST(Api, InlineEngineCallbacksSeeTheRegisters) {
     }
 }
 
+// Action::Detach under the inline engine: the probes come out after the
+// event that asked (the next hit of the same round is not delivered), the
+// released callback names the process, and it runs on untraced with its
+// code as in the file.
+TEST(Api, InlineEngineDetachFromTheCallback) {
+    Background target({target_path("hold_rounds"), "hr_inline"});
+    ASSERT_TRUE(target.wait_for_line("ready"));
+    SessionOptions options;
+    options.engine = "inline";
+    Session session(options);
+    auto probe = session.add_probe(target_path("hold_rounds") + ":round_work k=%si");
+    ASSERT_TRUE(probe);
+    ASSERT_TRUE(session.add_target(Target::attach(target.pid())));
+    std::vector<long> ks;
+    uint64_t address = 0;
+    pid_t released = 0;
+    session.on_event([&](const Event& e, const Registers&) {
+        ks.push_back(static_cast<long>(e.args.at(0).value.u));
+        address = e.addr;
+        return ks.size() == 2 ? Action::Detach : Action::Continue;
+    });
+    session.on_released([&](pid_t pid, bool stopped) {
+        released = pid;
+        EXPECT_FALSE(stopped);
+    });
+    ASSERT_TRUE(session.start());
+    EXPECT_EQ(session.engine(), "inline");
+    target.signal(SIGUSR1);
+    ASSERT_TRUE(target.wait_for_line("round 0 done"));
+    auto status = session.run();  // returns once the only process is let go
+    ASSERT_TRUE(status);
+    EXPECT_EQ(released, target.pid());
+    EXPECT_EQ(ks, (std::vector<long>{0, 1}));
+    EXPECT_EQ(session.stats().at(*probe).hits, 2u);
+    ASSERT_NE(address, 0u);
+    auto [in_memory, in_file] = memory_and_file_byte(target.pid(), address);
+    EXPECT_EQ(in_memory, in_file);
+    target.signal(SIGUSR1);
+    ASSERT_TRUE(target.wait_for_line("round 1 done"));
+    target.signal(SIGTERM);
+    auto t = target.wait();
+    EXPECT_EQ(t.status, 0) << t.describe();
+    EXPECT_NE(t.out.find("rounds=2 bad=0"), std::string::npos) << t.out;
+    EXPECT_EQ(ks.size(), 2u);
+}
+
+TEST(Api, InlineEngineRefusesAHoldCallback) {
+    SessionOptions options;
+    options.engine = "inline";
+    Session session(options);
+    ASSERT_TRUE(session.add_probe("add a=%di"));
+    ASSERT_TRUE(session.add_target(Target::launch({target_path("cli_funcs"), "3"})));
+    session.on_hold([](const Event&, const HeldThread&) { return Release::Resume; });
+    auto started = session.start();
+    ASSERT_FALSE(started);
+    EXPECT_NE(started.error().message().find("holding needs the ptrace engine"), std::string::npos)
+        << started.error().message();
+}
+
 TEST(Api, MalformedInputIsAnErrorWithACaret) {
     Session session;
     auto bad = session.add_probe("add x=%");

@@ -168,6 +168,8 @@ struct Target {
     // its agent reports an execve itself (abi.hpp, exec_seq, pending_children).
     bool preloaded = false;
     bool alive = true;
+    bool release_requested = false;  // the consumer asked for a detach (HitAction::Detach)
+    std::set<pid_t> child_detach_noted;
     UniqueFd pidfd;
     abi::Header* region = nullptr;  // our mapping
     uint64_t remote_region = 0;
@@ -547,11 +549,13 @@ std::vector<uint64_t> jumps_ahead(pid_t pid, const std::vector<Mapping>& maps, u
 }
 
 // Where a thread running a signal handler resumes when the handler
-// returns: the interrupted rip of each signal frame in the 64 KiB of its
-// stack above rsp (arch/x86_64/signal_frame.hpp). A jump patch must not
-// cover it any more than a stopped thread's rip. `sigreturn_at` caches
-// which addresses hold rt_sigreturn code. A word that only looks like a
-// frame costs a jump at most (the site gets an int3).
+// returns: the interrupted rip of each signal frame on its stack above rsp
+// (arch/x86_64/signal_frame.hpp), up to 1 MiB of it (the used part of a
+// stack; an alternate signal stack may sit in a larger mapping). A jump
+// patch must not cover it any more than a stopped thread's rip.
+// `sigreturn_at` caches which addresses hold rt_sigreturn code. A word
+// that only looks like a frame costs a jump at most (the site gets an
+// int3).
 std::vector<uint64_t> signal_frame_rips(pid_t pid, const std::vector<Mapping>& maps, uint64_t rsp,
                                         std::map<uint64_t, bool>& sigreturn_at) {
     std::vector<uint64_t> rips;
@@ -562,7 +566,7 @@ std::vector<uint64_t> signal_frame_rips(pid_t pid, const std::vector<Mapping>& m
     };
     const Mapping* stack = mapping_of(rsp);
     if (!stack) return rips;
-    std::vector<uint64_t> words(std::min<uint64_t>(64 * 1024, stack->end - rsp) / 8);
+    std::vector<uint64_t> words(std::min<uint64_t>(1 << 20, stack->end - rsp) / 8);
     if (words.empty() || !proc::read_memory(pid, rsp, words.data(), words.size() * 8)) return rips;
     for (size_t i = 0; i < words.size(); ++i) {
         const Mapping* code = mapping_of(words[i]);
@@ -1461,8 +1465,10 @@ void InlineEngine::drain(Target& t) {
             const auto* rec = reinterpret_cast<const abi::RecordHeader*>(data + tail % h->ring_size);
             if (rec->size < 8 || rec->size > h->ring_size) break;  // corrupt: stop reading this ring
             const bool is_return = rec->kind == abi::kRecordReturn;
+            // After a detach was asked for, nothing more of this process
+            // is delivered (or counted): its hits end there, as under ptrace.
             if ((rec->kind == abi::kRecordHit || is_return) && rec->site < t.sites.size() &&
-                t.sites[rec->site].probe_id < request_.probes.size()) {
+                t.sites[rec->site].probe_id < request_.probes.size() && !t.release_requested) {
                 SiteInfo& site = t.sites[rec->site];
                 const ProbeSpec& spec = request_.probes[site.probe_id];
                 __atomic_store_n(&site.delivered, site.delivered + 1, __ATOMIC_RELAXED);  // stats() may read it
@@ -1551,10 +1557,17 @@ void InlineEngine::drain(Target& t) {
                 event.args.resize(used);
                 // Registers are in the record when asked for (TraceRequest::
                 // registers), else consumers see rip only; rip is the probe's
-                // address either way. Hold and Detach need a stopped thread,
-                // which this engine never has: they act as Continue.
+                // address either way. Hold needs a stopped thread, which this
+                // engine never has: it acts as Continue (the API refuses a
+                // hold callback with this engine). Detach takes the probes
+                // out after this drain (run).
                 regs.rip = site.address;
-                (void)consumer_->on_hit(event, regs);
+                if (consumer_->on_hit(event, regs) == HitAction::Detach) {
+                    if (event.pid == t.pid) t.release_requested = true;
+                    else if (t.child_detach_noted.insert(event.pid).second)
+                        note("process " + std::to_string(event.pid) +
+                             ": a followed child shares its parent's probes in the inline engine and stays traced");
+                }
             }
             tail += rec->size;
             // Room back to the writer as we go, not after the whole ring:
@@ -1630,6 +1643,15 @@ Result<int> InlineEngine::run() {
                     if (__atomic_load_n(&t->region->pending_children[i], __ATOMIC_ACQUIRE))
                         adoptions.emplace_back(t->region, i);
             }
+        }
+        // Detaches the consumer asked for: probes out, the process runs on
+        // untraced (a launched one is still waited for, for its status).
+        for (auto& t : targets_) {
+            if (!t->release_requested || !t->region) continue;
+            finish_target(*t);
+            if (t->root && ::kill(t->pid, 0) == 0) t->alive = true;
+            note("detached from " + std::to_string(t->pid) + " as the consumer asked");
+            consumer_->on_released(t->pid, false);
         }
         // Followed children that ran execve: a session of their own each
         // (attach reuses the agent their new program preloaded).
