@@ -26,7 +26,7 @@
 namespace uprobe::agent {
 
 constexpr uint32_t kMagic = 0x75707262;  // "uprb"
-constexpr uint32_t kAbiVersion = 10;
+constexpr uint32_t kAbiVersion = 11;
 
 // Environment variable naming the inherited region fd at launch.
 constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
@@ -54,6 +54,10 @@ enum SiteFlags : uint32_t {
     // Records carry the frame's general registers (kFrameRegisters words,
     // user_regs_struct order) right after the header (and entry time).
     kSiteRegisters = 32,
+    // A FUNC%return entry whose @entry values do not fit a shadow frame
+    // (a string, or more than kMaxEntryValues): they go into a
+    // kRecordEntry at the entry, which the return record names.
+    kSiteEntryRecord = 64,
 };
 constexpr uint32_t kInternalProbe = 0xffffffff;  // Site::probe_id of engine-internal sites
 
@@ -98,8 +102,13 @@ struct alignas(64) RingControl {
 static_assert(sizeof(RingControl) == 192);
 
 // kRecordReturn: a return of a FUNC%return probe; `site` is its entry
-// site, and a uint64_t follows the header: rdtsc at the entry ($duration).
-enum RecordKind : uint32_t { kRecordHit = 1, kRecordSkip = 2, kRecordReturn = 3 };
+// site, and a uint64_t follows the header: rdtsc at the entry ($duration);
+// with kSiteEntryRecord a second one, the sequence number of the entry's
+// kRecordEntry (its @entry values; the return's own are placeholders).
+// kRecordEntry: written at the entry of a kSiteEntryRecord site: a
+// uint64_t sequence number (per thread, from 1), then the @entry values
+// alone, in program order. It is not an event.
+enum RecordKind : uint32_t { kRecordHit = 1, kRecordSkip = 2, kRecordReturn = 3, kRecordEntry = 4 };
 
 struct RecordHeader {
     uint32_t size;  // whole record, a multiple of kRecordAlign
@@ -131,7 +140,8 @@ struct ShadowFrame {
     uint32_t site;      // the entry site (index into the site table)
     uint16_t suspended; // 1: put back for the C++ unwinder (kSiteUnwind)
     uint16_t chained;   // 1: taken at the same entry as the frame below
-    uint64_t entry[kMaxEntryValues];  // @entry values, in program order
+    uint64_t entry[kMaxEntryValues];  // @entry values, in program order (kSiteEntryRecord: [0] is
+                                      // the kRecordEntry's sequence number)
 };
 static_assert(sizeof(ShadowFrame) == 72);
 

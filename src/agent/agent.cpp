@@ -54,6 +54,7 @@ __thread uint32_t t_tid __attribute__((tls_model("initial-exec")));
 __thread uint32_t t_busy __attribute__((tls_model("initial-exec")));
 __thread ShadowStack* t_shadow __attribute__((tls_model("initial-exec")));
 __thread uint32_t t_claim_pause __attribute__((tls_model("initial-exec")));  // hits before claiming again
+__thread uint64_t t_entry_seq __attribute__((tls_model("initial-exec")));    // the last kRecordEntry's number
 
 uint32_t g_pid;
 uint32_t g_quiet;  // a forked child of a process whose children are not followed
@@ -130,15 +131,21 @@ RingControl* ring_for(Header* h) {
 
 uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
 
-// Writes one record for `site`; false when the ring had no room. A return
-// (`entry` non-null) takes its @entry values and entry time from the frame.
+// Writes one record of `kind` for `site`; false when the ring had no room.
+// A return (`entry`, its frame) takes its entry time and @entry values
+// from the frame, or names the kRecordEntry that holds them; a
+// kRecordEntry (sequence number `seq`) holds the @entry values alone.
 bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc,
-                  const ShadowFrame* entry = nullptr) {
+                  RecordKind kind = kRecordHit, const ShadowFrame* entry = nullptr, uint64_t seq = 0) {
     const probe::FetchProgram* programs = programs_of(h) + site.first_program;
     const uint32_t args = site.arg_count > kMaxArgs ? kMaxArgs : site.arg_count;
-    const bool registers = site.flags & kSiteRegisters;
-    uint64_t need = sizeof(RecordHeader) + (entry ? sizeof(uint64_t) : 0) + (registers ? kFrameRegisters * 8 : 0);
+    const bool registers = kind != kRecordEntry && (site.flags & kSiteRegisters);
+    const bool entry_record = site.flags & kSiteEntryRecord;
+    uint64_t need = sizeof(RecordHeader) + (registers ? kFrameRegisters * 8 : 0);
+    if (kind == kRecordReturn) need += sizeof(uint64_t) * (entry_record ? 2 : 1);
+    if (kind == kRecordEntry) need += sizeof(uint64_t);
     for (uint32_t a = 0; a < args; ++a) {
+        if (kind == kRecordEntry && !programs[a].at_entry) continue;
         need += sizeof(ArgHeader);
         if (programs[a].format == probe::FetchFormat::String) need += align8(site.string_max);
     }
@@ -159,8 +166,16 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
     if (head + need - tail > size) return false;
     auto* rec = reinterpret_cast<RecordHeader*>(data + pos);
     uint8_t* at = data + pos + sizeof(RecordHeader);
-    if (entry) {
+    if (kind == kRecordReturn) {
         *reinterpret_cast<uint64_t*>(at) = entry->tsc;
+        at += sizeof(uint64_t);
+        if (entry_record) {
+            *reinterpret_cast<uint64_t*>(at) = entry->entry[0];
+            at += sizeof(uint64_t);
+        }
+    }
+    if (kind == kRecordEntry) {
+        *reinterpret_cast<uint64_t*>(at) = seq;
         at += sizeof(uint64_t);
     }
     if (registers) {
@@ -168,14 +183,17 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
         at += kFrameRegisters * 8;
     }
     const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
-    uint32_t entry_values = 0;
+    uint32_t entry_values = 0, written = 0;
     for (uint32_t a = 0; a < args; ++a) {
         const probe::FetchProgram& p = programs[a];
+        if (kind == kRecordEntry && !p.at_entry) continue;
         auto* arg = reinterpret_cast<ArgHeader*>(at);
         at += sizeof(ArgHeader);
+        ++written;
         arg->length = 0;
-        if (p.at_entry) {
-            const bool kept = entry && entry_values < kMaxEntryValues && p.format != probe::FetchFormat::String;
+        if (p.at_entry && kind != kRecordEntry) {
+            const bool kept = kind == kRecordReturn && !entry_record && entry_values < kMaxEntryValues &&
+                              p.format != probe::FetchFormat::String;
             arg->kind = kept ? kArgNumber : kArgNeedsTracer;
             arg->value = kept ? entry->entry[entry_values] : 0;
             ++entry_values;
@@ -232,11 +250,11 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
         arg->length = got;
         at += align8(got);
     }
-    rec->kind = entry ? kRecordReturn : kRecordHit;
+    rec->kind = kind;
     rec->site = index;
     rec->tid = t_tid;
     rec->pid = g_pid;
-    rec->arg_count = args;
+    rec->arg_count = written;
     rec->tsc = tsc;
     uint64_t used = static_cast<uint64_t>(at - reinterpret_cast<uint8_t*>(rec));
     rec->size = static_cast<uint32_t>(used);
@@ -379,6 +397,17 @@ bool hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* fr
     const probe::FetchProgram* programs = programs_of(h) + site.first_program;
     const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
     uint32_t kept = 0;
+    if (site.flags & kSiteEntryRecord) {
+        // The values go to the ring now; the frame keeps their record's
+        // number. A record that finds no room leaves the return's values
+        // to say so (the tracer finds no record of that number).
+        f.entry[0] = ++t_entry_seq;
+        RingControl* ring = ring_for(h);
+        bool written = ring && write_record(h, ring, site, index, frame, tsc, kRecordEntry, nullptr, f.entry[0]);
+        while (!written && ring && load(&h->no_drop) && wait_for_room(h, ring))
+            written = write_record(h, ring, site, index, frame, tsc, kRecordEntry, nullptr, f.entry[0]);
+        kept = kMaxEntryValues;  // nothing more to keep in the frame
+    }
     for (uint32_t a = 0; a < site.arg_count && a < kMaxArgs && kept < kMaxEntryValues; ++a) {
         if (!programs[a].at_entry) continue;
         auto result = probe::run_steps(programs[a], frame, programs[a].needs_fpregs ? xmm : nullptr,
@@ -452,9 +481,9 @@ void report_return(Header* h, const ShadowFrame& f, const uint64_t* frame) {
     }
     RingControl* ring = ring_for(h);
     const uint64_t tsc = __builtin_ia32_rdtsc();
-    bool written = ring && write_record(h, ring, site, f.site, frame, tsc, &f);
+    bool written = ring && write_record(h, ring, site, f.site, frame, tsc, kRecordReturn, &f);
     while (!written && ring && load(&h->no_drop) && wait_for_room(h, ring))
-        written = write_record(h, ring, site, f.site, frame, tsc, &f);
+        written = write_record(h, ring, site, f.site, frame, tsc, kRecordReturn, &f);
     if (!written) add<uint64_t>(&site.dropped, 1);
 }
 

@@ -174,6 +174,40 @@ TEST_P(Returns, ProbesSharingAnEntryEachSeeTheirValues) {
     }
 }
 
+// @entry strings, and more @entry values than the inline engine's shadow
+// frame keeps (it records them at the entry instead); frames left by
+// longjmp (leap) report nothing and take no one else's values.
+TEST_P(Returns, EntryStringsAndManyEntryValues) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "labels", "12"};
+    auto r = launch_returns({"sfx=suffixes%return v=$retval s=@entry(%di):string m=@entry(%si) a=@entry(%di) "
+                             "b=@entry(%si) c=@entry(%di) d=@entry(%si)",
+                             "len=label_length%return v=$retval s=@entry(%di):string",
+                             "lp=leap%return s=@entry(%di):string"},
+                            argv, options());
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    EXPECT_TRUE(of_probe(r, "lp").empty());
+    const std::vector<std::string> labels = {"alpha", "beta", "gamma", "delta"};
+    auto lengths = of_probe(r, "len");
+    auto suffixes = of_probe(r, "sfx");
+    ASSERT_EQ(lengths.size(), 12u);
+    ASSERT_EQ(suffixes.size(), 36u);
+    for (size_t i = 0; i < 12; ++i) {
+        const std::string& label = labels[i % 4];
+        EXPECT_EQ(lengths[i]->args.at(1).value.text, label.substr(2)) << "call " << i;
+        EXPECT_EQ(lengths[i]->args.at(0).value.u, label.size() - 2) << "call " << i;
+        for (size_t level = 0; level < 3; ++level) {  // innermost (m = 0) returns first
+            const Event& e = *suffixes[3 * i + level];
+            const size_t k = 2 - level;  // how far into the label this frame started
+            EXPECT_EQ(e.args.at(0).value.u, label.size() - k) << "call " << i << " level " << level;
+            EXPECT_EQ(e.args.at(1).value.text, label.substr(k)) << "call " << i << " level " << level;
+            EXPECT_EQ(e.args.at(2).value.u, level) << "call " << i;
+            EXPECT_EQ(e.args.at(4).value.u, level) << "call " << i;
+            EXPECT_EQ(e.args.at(6).value.u, level) << "call " << i;
+        }
+    }
+}
+
 // Without a :TYPE, $retval of a function whose DWARF return type is double
 // or float is read from xmm0 (ret_funcs is built with -g); integer
 // functions keep rax, and an explicit :TYPE wins over DWARF.

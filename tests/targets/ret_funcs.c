@@ -57,6 +57,16 @@ __attribute__((noinline)) long waiting_depth(long n) {
     return waiting_depth(n - 1) + 1;
 }
 
+// Strings at entry: suffixes(s, m) recurses m levels on s + 1 and
+// returns strlen(s); leap(s, m) does the same but leaves by longjmp.
+static const char* const labels[] = {"alpha", "beta", "gamma", "delta"};
+__attribute__((noinline)) long label_length(const char* s) { return (long)strlen(s); }
+__attribute__((noinline)) long suffixes(const char* s, long m) { return m == 0 ? label_length(s) : suffixes(s + 1, m - 1) + 1; }
+__attribute__((noinline)) long leap(const char* s, long m) {
+    if (m == 0) longjmp(jump_target, 1);
+    return leap(s + 1, m - 1) + 1;
+}
+
 static long per_thread = 0;
 static void* thread_main(void* arg) {
     long base = (long)arg * 1000000;
@@ -84,6 +94,13 @@ int main(int argc, char** argv) {
         long sum = 0;
         for (long i = 0; i < n; ++i) sum += outer(i);
         printf("nested %ld\n", sum);
+    } else if (strcmp(mode, "labels") == 0) {
+        long sum = 0;
+        for (long i = 0; i < n; ++i) {
+            if (setjmp(jump_target) == 0) leap(labels[i % 4], 3);
+            sum += suffixes(labels[i % 4], 2);
+        }
+        printf("labels %ld\n", sum);
     } else if (strcmp(mode, "recurse") == 0) {
         printf("depth %ld\n", depth(n));
     } else if (strcmp(mode, "longjmp") == 0) {

@@ -168,6 +168,14 @@ struct Target {
     // its agent reports an execve itself (abi.hpp, exec_seq, pending_children).
     bool preloaded = false;
     bool alive = true;
+    // @entry values of kSiteEntryRecord frames not yet returned, by (thread,
+    // sequence number): the record's argument bytes and how many.
+    struct EntryValues {
+        std::vector<uint8_t> bytes;
+        uint32_t count = 0;
+    };
+    std::map<std::pair<pid_t, uint64_t>, EntryValues> entry_values;
+    std::map<pid_t, size_t> entry_values_of;  // entries per thread: at most a shadow stack's depth
     bool release_requested = false;  // the consumer asked for a detach (HitAction::Detach)
     std::set<pid_t> child_detach_noted;
     UniqueFd pidfd;
@@ -1318,12 +1326,17 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             // A return probe hooks the return at the entry; counting needs
             // only the entries.
             const bool hooks_return = spec.location.is_return && !request_.count_only;
+            // @entry values a shadow frame cannot keep (strings, or too
+            // many) go into an entry record instead.
+            bool entry_record = false;
             if (hooks_return) {
-                size_t at_entry = std::count_if(info.programs.begin(), info.programs.end(),
-                                                [](const probe::FetchProgram& p) { return p.at_entry; });
-                if (at_entry > abi::kMaxEntryValues)
-                    return Error("probe " + spec.name + ": at most " + std::to_string(abi::kMaxEntryValues) +
-                                 " @entry values with the inline engine");
+                size_t at_entry = 0;
+                for (const probe::FetchProgram& p : info.programs) {
+                    if (!p.at_entry) continue;
+                    ++at_entry;
+                    entry_record |= p.format == probe::FetchFormat::String;
+                }
+                entry_record |= at_entry > abi::kMaxEntryValues;
                 UPROBE_CHECK(setup_returns(t, tid));
             }
             if (h->site_count >= h->site_capacity || h->program_count + info.programs.size() > h->program_capacity)
@@ -1336,6 +1349,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                          : request_.registers ? uint32_t{abi::kSiteRegisters}
                                               : 0u;
             if (hooks_return) slot.flags |= abi::kSiteReturnEntry;
+            if (entry_record) slot.flags |= abi::kSiteEntryRecord;
             slot.address = address;
             slot.first_program = h->program_count;
             slot.arg_count = static_cast<uint32_t>(info.programs.size());
@@ -1448,6 +1462,39 @@ private:
     bool terminated_;
 };
 
+// One recorded value (an ArgHeader and its bytes at `at`, `left` of them
+// to go), formatted as `program` asks; moves `at` past it.
+Value decode_recorded(const probe::FetchProgram& program, const probe::FetchContext& leaf_context, const uint8_t*& at,
+                      const uint8_t* end, uint32_t& left, const user_regs_struct& regs) {
+    if (left == 0 || at + sizeof(abi::ArgHeader) > end) return Value::make_error("not recorded");
+    --left;
+    const auto* arg = reinterpret_cast<const abi::ArgHeader*>(at);
+    at += sizeof(abi::ArgHeader);
+    if (arg->kind == abi::kArgNumber && probe::is_number(program.format))
+        return probe::number_value(program, arg->value);
+    probe::FetchProgram constant = program;
+    constant.step_count = 1;
+    constant.steps[0] = probe::FetchStep{probe::FetchOp::LoadConst, 0, 8, 1, static_cast<int64_t>(arg->value)};
+    RecordMemory none(nullptr, 0, false);
+    switch (arg->kind) {
+    case abi::kArgBadAddress: return Value::make_error("bad address " + hex(arg->value));
+    case abi::kArgString:
+    case abi::kArgTruncatedString: {
+        uint32_t length = std::min<uint64_t>(arg->length, static_cast<uint64_t>(end - at));
+        RecordMemory memory(at, length, arg->kind == abi::kArgString);
+        at += (length + 7) & ~uint32_t{7};
+        return probe::evaluate(constant, regs, memory, leaf_context);
+    }
+    case abi::kArgNeedsTracer:
+        if (program.format == probe::FetchFormat::Comm || program.format == probe::FetchFormat::Pid ||
+            program.format == probe::FetchFormat::Tid || program.format == probe::FetchFormat::Duration)
+            return probe::evaluate(program, regs, none, leaf_context);
+        if (program.at_entry) return Value::make_error("entry value not recorded");
+        return Value::make_error("floating-point registers unavailable");
+    default: return probe::evaluate(constant, regs, none, leaf_context);
+    }
+}
+
 void InlineEngine::drain(Target& t) {
     abi::Header* h = t.region;
     if (!h) return;
@@ -1465,6 +1512,21 @@ void InlineEngine::drain(Target& t) {
             const auto* rec = reinterpret_cast<const abi::RecordHeader*>(data + tail % h->ring_size);
             if (rec->size < 8 || rec->size > h->ring_size) break;  // corrupt: stop reading this ring
             const bool is_return = rec->kind == abi::kRecordReturn;
+            if (rec->kind == abi::kRecordEntry && rec->size >= sizeof(abi::RecordHeader) + sizeof(uint64_t)) {
+                const auto* at = reinterpret_cast<const uint8_t*>(rec) + sizeof(abi::RecordHeader);
+                const uint64_t seq = *reinterpret_cast<const uint64_t*>(at);
+                at += sizeof(uint64_t);
+                const pid_t tid = static_cast<pid_t>(rec->tid);
+                auto [kept, added] = t.entry_values.try_emplace({tid, seq});
+                kept->second.bytes.assign(at, reinterpret_cast<const uint8_t*>(rec) + rec->size);
+                kept->second.count = rec->arg_count;
+                // Frames left by longjmp never return: past a shadow
+                // stack's depth, the oldest entry of the thread goes.
+                if (added && ++t.entry_values_of[tid] > abi::kShadowDepth) {
+                    t.entry_values.erase(t.entry_values.lower_bound({tid, 0}));
+                    --t.entry_values_of[tid];
+                }
+            }
             // After a detach was asked for, nothing more of this process
             // is delivered (or counted): its hits end there, as under ptrace.
             if ((rec->kind == abi::kRecordHit || is_return) && rec->site < t.sites.size() &&
@@ -1501,6 +1563,25 @@ void InlineEngine::drain(Target& t) {
                     event.duration_ns = clock_.interval_ns(rec->tsc > entry_tsc ? rec->tsc - entry_tsc : 0);
                     context.duration_ns = event.duration_ns;
                 }
+                // The @entry values of a kSiteEntryRecord frame: its entry's
+                // record, and with it those of frames entered later (they
+                // returned, or were left by longjmp or an exception).
+                const bool entry_record = abi::sites_of(h)[rec->site].flags & abi::kSiteEntryRecord;
+                Target::EntryValues entry_values;
+                bool have_entry_values = false;
+                if (is_return && entry_record && at + sizeof(uint64_t) <= end) {
+                    const uint64_t seq = *reinterpret_cast<const uint64_t*>(at);
+                    at += sizeof(uint64_t);
+                    const pid_t tid = static_cast<pid_t>(rec->tid);
+                    auto first = t.entry_values.lower_bound({tid, seq});
+                    if (first != t.entry_values.end() && first->first == std::make_pair(tid, seq)) {
+                        entry_values = std::move(first->second);
+                        have_entry_values = true;
+                    }
+                    const auto last = t.entry_values.lower_bound({tid + 1, 0});
+                    t.entry_values_of[tid] -= static_cast<size_t>(std::distance(first, last));
+                    t.entry_values.erase(first, last);
+                }
                 regs = user_regs_struct{};
                 if ((abi::sites_of(h)[rec->site].flags & abi::kSiteRegisters) && at + sizeof regs <= end) {
                     static_assert(sizeof(user_regs_struct) == abi::kFrameRegisters * 8);
@@ -1509,34 +1590,21 @@ void InlineEngine::drain(Target& t) {
                 }
                 // The agent ran each leaf program in the program and recorded
                 // its result; here they are formatted, in the same order.
+                // @entry values kept in an entry record come from there.
+                const uint8_t* entry_at = entry_values.bytes.data();
+                const uint8_t* entry_end = entry_at + entry_values.bytes.size();
+                uint32_t entry_left = entry_values.count;
                 auto recorded = [&](const probe::FetchProgram& program, const probe::FetchContext& leaf_context) -> Value {
                     if (left == 0 || at + sizeof(abi::ArgHeader) > end) return Value::make_error("not recorded");
                     --left;
-                    const auto* arg = reinterpret_cast<const abi::ArgHeader*>(at);
                     at += sizeof(abi::ArgHeader);
-                    if (arg->kind == abi::kArgNumber && probe::is_number(program.format))
-                        return probe::number_value(program, arg->value);
-                    probe::FetchProgram constant = program;
-                    constant.step_count = 1;
-                    constant.steps[0] = probe::FetchStep{probe::FetchOp::LoadConst, 0, 8, 1, static_cast<int64_t>(arg->value)};
-                    RecordMemory none(nullptr, 0, false);
-                    switch (arg->kind) {
-                    case abi::kArgBadAddress: return Value::make_error("bad address " + hex(arg->value));
-                    case abi::kArgString:
-                    case abi::kArgTruncatedString: {
-                        uint32_t length = std::min<uint64_t>(arg->length, static_cast<uint64_t>(end - at));
-                        RecordMemory memory(at, length, arg->kind == abi::kArgString);
-                        at += (length + 7) & ~uint32_t{7};
-                        return probe::evaluate(constant, regs, memory, leaf_context);
+                    if (program.at_entry && entry_record) {
+                        if (!have_entry_values) return Value::make_error("entry values lost (a full ring dropped them)");
+                        return decode_recorded(program, leaf_context, entry_at, entry_end, entry_left, regs);
                     }
-                    case abi::kArgNeedsTracer:
-                        if (program.format == probe::FetchFormat::Comm || program.format == probe::FetchFormat::Pid ||
-                            program.format == probe::FetchFormat::Tid || program.format == probe::FetchFormat::Duration)
-                            return probe::evaluate(program, regs, none, leaf_context);
-                        if (program.at_entry) return Value::make_error("entry value not kept (a string, or over 4)");
-                        return Value::make_error("floating-point registers unavailable");
-                    default: return probe::evaluate(constant, regs, none, leaf_context);
-                    }
+                    at -= sizeof(abi::ArgHeader);
+                    ++left;
+                    return decode_recorded(program, leaf_context, at, end, left, regs);
                 };
                 // A plain argument's value goes into the slot the last event
                 // left (its name and text keep their storage); a DWARF one
@@ -1767,6 +1835,8 @@ void InlineEngine::follow_exec(Target& t) {
     t.semaphores.clear();
     t.first_site_at.clear();
     t.jumps.clear();
+    t.entry_values.clear();
+    t.entry_values_of.clear();
     t.counting_sites.clear();
     t.objects.clear();
     t.threads.clear();

@@ -738,7 +738,10 @@ Result<uint64_t> PtraceEngine::allocate_slot(Process& process, pid_t tid, uint64
     UPROBE_TRY(int64_t mapped, proc::remote_syscall(tid, gadget, SYS_mmap, *best, kXolAreaSize, PROT_READ | PROT_EXEC,
                                                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                                                     static_cast<uint64_t>(-1), 0, &deferred));
-    if (deferred) threads_[tid].pending_signal = deferred;
+    // A signal the call's single step dequeued waits for the thread's
+    // resume; a second one, while one already waits, is sent again.
+    if (deferred && !threads_[tid].pending_signal) threads_[tid].pending_signal = deferred;
+    else if (deferred && deferred != threads_[tid].pending_signal) (void)::syscall(SYS_tgkill, process.pid, tid, deferred);
     if (mapped < 0) return errno_error("mapping out-of-line code in process " + std::to_string(process.pid),
                                        static_cast<int>(-mapped));
     if (static_cast<uint64_t>(mapped) != *best) return Error("the kernel placed out-of-line code elsewhere");
