@@ -311,12 +311,28 @@ private:
 
 // ---------------------------------------------------------------- setup
 
+// Return probes in a process with hardware shadow stacks: an int3 site's
+// overwritten return address, or one hooked again after a catch, would
+// fault (#CP) at its ret; the ptrace engine's instruction mode does not
+// touch return addresses. Empty when there is no such conflict.
+std::string shadow_stack_conflict(const TraceRequest& request) {
+    const bool returns = std::any_of(request.probes.begin(), request.probes.end(),
+                                     [](const ProbeSpec& p) { return p.location.is_return; });
+    if (!returns) return "";
+    for (pid_t pid : request.attach_pids)
+        if (proc::thread_has_shadow_stack(pid, pid))
+            return "process " + std::to_string(pid) + " has hardware shadow stacks (return probes need the ptrace "
+                   "engine's --return-mode=insn)";
+    return "";
+}
+
 Result<void> InlineEngine::start(const TraceRequest& request, EventConsumer& consumer) {
     request_ = request;
     consumer_ = &consumer;
     if (request.probes.empty()) return Error("no probes given");
     if (request.command.empty() && request.attach_pids.empty() && !request.keep_running)
         return Error("nothing to trace: give a command or -p PID");
+    if (std::string why = shadow_stack_conflict(request); !why.empty()) return Error(why);
     for (const auto& spec : request.probes) {
         if (spec.location.is_return && request.return_mode == ReturnMode::Instructions)
             return Error("probe " + spec.name + ": --return-mode=insn needs --engine ptrace (the inline engine uses "
@@ -1995,6 +2011,7 @@ std::string inline_engine_unsuitable(const TraceRequest& request) {
     for (const auto& spec : request.probes)
         if (spec.location.is_return && request.return_mode == ReturnMode::Instructions)
             return "--return-mode=insn needs the ptrace engine";
+    if (std::string why = shadow_stack_conflict(request); !why.empty()) return why;
     if (request.command.empty()) return "";
     const std::string program = find_program(request.command[0]);
     struct stat st{};
