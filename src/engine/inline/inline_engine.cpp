@@ -177,7 +177,7 @@ struct Target {
     std::map<std::pair<pid_t, uint64_t>, EntryValues> entry_values;
     std::map<pid_t, size_t> entry_values_of;  // entries per thread: at most a shadow stack's depth
     bool release_requested = false;  // the consumer asked for a detach (HitAction::Detach)
-    std::set<pid_t> child_detach_noted;
+    std::set<pid_t> child_detach_noted;  // followed children whose Detach was noted (they stay traced)
     UniqueFd pidfd;
     abi::Header* region = nullptr;  // our mapping
     uint64_t remote_region = 0;
