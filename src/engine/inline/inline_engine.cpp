@@ -1516,6 +1516,7 @@ void InlineEngine::drain(Target& t) {
     if (!h) return;
     Event event;
     user_regs_struct regs{};
+    bool regs_filled = false;  // regs hold a record's registers (else zero but rip)
     uint64_t consumed = 0;
     clock_.calibrate();
     const uint32_t rings = std::min(__atomic_load_n(&h->rings_used, __ATOMIC_ACQUIRE), h->ring_count);
@@ -1598,11 +1599,16 @@ void InlineEngine::drain(Target& t) {
                     t.entry_values_of[tid] -= static_cast<size_t>(std::distance(first, last));
                     t.entry_values.erase(first, last);
                 }
-                regs = user_regs_struct{};
+                // Zeroed only after a record that filled them: clearing 216
+                // bytes per event was a tenth of the consumer's time.
                 if ((abi::sites_of(h)[rec->site].flags & abi::kSiteRegisters) && at + sizeof regs <= end) {
                     static_assert(sizeof(user_regs_struct) == abi::kFrameRegisters * 8);
                     std::memcpy(&regs, at, sizeof regs);
                     at += sizeof regs;
+                    regs_filled = true;
+                } else if (regs_filled) {
+                    regs = user_regs_struct{};
+                    regs_filled = false;
                 }
                 // The agent ran each leaf program in the program and recorded
                 // its result; here they are formatted, in the same order.
