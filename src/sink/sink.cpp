@@ -58,37 +58,13 @@ private:
     Text pending_;
 };
 
-class TextSink final : public Sink {
+// Lines are written in place: each piece makes sure of room for its
+// longest text with one inline comparison, then stores through a pointer.
+// A busy trace writes millions of lines, and std::string's or fmt's
+// appends are calls (and fmt's width specs parse at every line).
+class InPlace {
 public:
-    explicit TextSink(FILE* out) : out_(out) {}
-    bool event(const Event& e) override {
-        Text& line = out_.line();
-        fmt::format_to(fmt::appender(line), "{:>16} {:>6}/{:<6} {:>6}.{:06}: {}: ({:#x})", e.comm, e.pid, e.tid,
-                       e.ts_ns / 1000000000, (e.ts_ns / 1000) % 1000000, e.probe, e.addr);
-        for (const auto& a : e.args) {
-            line.push_back(' ');
-            put(line, a.name);
-            line.push_back('=');
-            put(line, format_value(a.value));
-        }
-        line.push_back('\n');
-        for (const auto& frame : e.stack) fmt::format_to(fmt::appender(line), "        {}\n", describe_frame(frame));
-        return out_.end_line();
-    }
-
-private:
-    LineWriter out_;
-};
-
-// JSON text is written directly, without a document tree, and in place:
-// each piece makes sure of room for its longest text (a string escapes to
-// at most 6 bytes a byte) with one inline comparison, then stores through
-// a pointer. A busy trace writes millions of lines, and std::string's or
-// fmt's appends are calls. Strings are the target's bytes, and JSON must
-// be UTF-8: an invalid byte becomes U+FFFD.
-class JsonOut {
-public:
-    explicit JsonOut(Text& text) : text_(text), p_(text.data() + text.size()), end_(text.data() + text.capacity()) {}
+    explicit InPlace(Text& text) : p_(text.data() + text.size()), text_(text), end_(text.data() + text.capacity()) {}
     // The pieces written become part of the text.
     void finish() { text_.resize(static_cast<size_t>(p_ - text_.data())); }
 
@@ -112,6 +88,56 @@ public:
         room(24);
         p_ = std::to_chars(p_, p_ + 24, v).ptr;
     }
+    // `v` in at least `width` characters: spaces before it (right-aligned)
+    // or after it, or zeros before it.
+    enum class Pad { Left, Right, Zeros };
+    template <class Integer>
+    void integer(Integer v, size_t width, Pad pad) {
+        char digits[24];
+        const size_t n = static_cast<size_t>(std::to_chars(digits, digits + sizeof digits, v).ptr - digits);
+        padded(std::string_view(digits, n), width, pad);
+    }
+    // `s`, of `s.size()` characters, in at least `width`.
+    void padded(std::string_view s, size_t width, Pad pad) {
+        const size_t fill = width > s.size() ? width - s.size() : 0;
+        room(s.size() + fill);
+        if (pad != Pad::Right) p_ = std::fill_n(p_, fill, pad == Pad::Zeros ? '0' : ' ');
+        std::memcpy(p_, s.data(), s.size());
+        p_ += s.size();
+        if (pad == Pad::Right) p_ = std::fill_n(p_, fill, ' ');
+    }
+    void hex(uint64_t v) {  // as fmt's {:#x}
+        room(18);
+        *p_++ = '0';
+        *p_++ = 'x';
+        p_ = std::to_chars(p_, p_ + 16, v, 16).ptr;
+    }
+
+protected:
+    void room(size_t n) {
+        if (static_cast<size_t>(end_ - p_) < n) grow(n);
+    }
+    char* p_;
+
+private:
+    void grow(size_t n) {
+        const size_t used = static_cast<size_t>(p_ - text_.data());
+        text_.resize(used);  // what is written so far survives the move
+        text_.reserve(used + n + (used + n) / 2);
+        p_ = text_.data() + used;
+        end_ = text_.data() + text_.capacity();
+    }
+
+    Text& text_;
+    char* end_;
+};
+
+// JSON text, written in place. A string escapes to at most 6 bytes a
+// byte. Strings are the target's bytes, and JSON must be UTF-8: an invalid
+// byte becomes U+FFFD.
+class JsonOut : public InPlace {
+public:
+    using InPlace::InPlace;
 
     void string(std::string_view s) {
         static const char kHex[] = "0123456789abcdef";
@@ -202,21 +228,48 @@ public:
         put(':');
     }
 
-private:
-    void room(size_t n) {
-        if (static_cast<size_t>(end_ - p_) < n) grow(n);
-    }
-    void grow(size_t n) {
-        const size_t used = static_cast<size_t>(p_ - text_.data());
-        text_.resize(used);  // what is written so far survives the move
-        text_.reserve(used + n + (used + n) / 2);
-        p_ = text_.data() + used;
-        end_ = text_.data() + text_.capacity();
+};
+
+class TextSink final : public Sink {
+public:
+    explicit TextSink(FILE* out) : out_(out) {}
+    // As perf script prints: "comm pid/tid sec.usec: probe: (addr) args".
+    bool event(const Event& e) override {
+        Text& line = out_.line();
+        using Pad = InPlace::Pad;
+        const bool ascii = std::all_of(e.comm.begin(), e.comm.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+        // fmt pads other text by its display width (code points, some two
+        // columns wide).
+        if (!ascii) fmt::format_to(fmt::appender(line), "{:>16}", e.comm);
+        InPlace o(line);
+        if (ascii) o.padded(e.comm, 16, Pad::Left);
+        o.put(' ');
+        o.integer(e.pid, 6, Pad::Left);
+        o.put('/');
+        o.integer(e.tid, 6, Pad::Right);
+        o.put(' ');
+        o.integer(e.ts_ns / 1000000000, 6, Pad::Left);
+        o.put('.');
+        o.integer((e.ts_ns / 1000) % 1000000, 6, Pad::Zeros);
+        o.put(": ");
+        o.put(e.probe);
+        o.put(": (");
+        o.hex(e.addr);
+        o.put(')');
+        for (const auto& a : e.args) {
+            o.put(' ');
+            o.put(a.name);
+            o.put('=');
+            o.put(format_value(a.value));
+        }
+        o.put('\n');
+        o.finish();
+        for (const auto& frame : e.stack) fmt::format_to(fmt::appender(line), "        {}\n", describe_frame(frame));
+        return out_.end_line();
     }
 
-    Text& text_;
-    char* p_;
-    char* end_;
+private:
+    LineWriter out_;
 };
 
 class JsonSink final : public Sink {

@@ -1,8 +1,10 @@
 // The JSON sink's lines, read back with an independent JSON parser
 // (nlohmann::json): every field of docs/events.md, escaping, invalid UTF-8
-// from the target, floats, errors, truncation and stacks.
+// from the target, floats, errors, truncation and stacks. The text sink's
+// lines against printf's formatting of the same fields.
 #include <gtest/gtest.h>
 
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -55,6 +57,53 @@ Value text(Value::Kind kind, std::string s) {
     v.kind = kind;
     v.text = std::move(s);
     return v;
+}
+
+// What a text sink writes for `events`.
+std::string written_text(const std::vector<Event>& events) {
+    FILE* file = std::tmpfile();
+    {
+        auto sink = make_text_sink(file);
+        for (const auto& e : events) EXPECT_TRUE(sink->event(e));
+    }
+    std::rewind(file);
+    std::string out;
+    for (int c; (c = std::fgetc(file)) != EOF;) out += static_cast<char>(c);
+    std::fclose(file);
+    return out;
+}
+
+// perf script's layout, by printf.
+std::string printf_line(const Event& e, const std::string& args) {
+    char head[256];
+    std::snprintf(head, sizeof head, "%16s %6d/%-6d %6" PRIu64 ".%06" PRIu64 ": %s: (%#" PRIx64 ")", e.comm.c_str(),
+                  e.pid, e.tid, e.ts_ns / 1000000000, (e.ts_ns / 1000) % 1000000, e.probe.c_str(), e.addr);
+    return head + args + "\n";
+}
+
+TEST(TextSink, LinesAsPrintfLaysThemOut) {
+    Value number;
+    number.kind = Value::Kind::Unsigned;
+    number.u = 17;
+    Event plain = event_with({{"a", number}, {"s", text(Value::Kind::String, "hi")}});
+    Event wide = event_with({});
+    wide.comm = "a-name-of-16-chr";  // no padding left
+    wide.pid = 12345678;             // wider than its column
+    wide.tid = 7;
+    wide.ts_ns = 5;                  // 0.000000
+    wide.addr = 0x7fffdeadbeef;
+    Event first = event_with({});
+    first.addr = 0;  // printf's %#x writes 0 bare; fmt's {:#x} wrote 0x0, which the sink keeps
+    const std::string expected = printf_line(plain, " a=17 s=\"hi\"") + printf_line(wide, "");
+    EXPECT_EQ(written_text({plain, wide}), expected);
+    EXPECT_NE(written_text({first}).find(": (0x0)\n"), std::string::npos) << written_text({first});
+}
+
+TEST(TextSink, NonAsciiCommIsPaddedByItsWidth) {
+    Event e = event_with({});
+    e.comm = "caf\xc3\xa9";  // 4 characters in 5 bytes: 12 spaces before it
+    const std::string line = written_text({e});
+    EXPECT_EQ(line.substr(0, 17), std::string(12, ' ') + e.comm) << line;
 }
 
 TEST(JsonSink, EveryFieldInItsPlace) {
