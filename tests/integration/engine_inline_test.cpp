@@ -276,7 +276,9 @@ TEST(InlineEngine, DebuggerAttachesWhileProbesKeepFiring) {
 
 // The tracer dies without any chance to clean up: patches, trampolines and
 // the agent stay, the rings fill and drop, and the program is still right.
-TEST(InlineEngine, TracerKilledWithSigkillLeavesTheProgramCorrect) {
+// The tracer is killed (SIGKILL) mid-trace; the program runs on through
+// its patched sites and checks its own bookkeeping.
+void tracer_killed_leaves_the_program_correct(const std::vector<std::string>& probes) {
     Child spin("engine_spin", {"2"});
     int ready[2];
     ASSERT_EQ(::pipe(ready), 0);
@@ -292,7 +294,7 @@ TEST(InlineEngine, TracerKilledWithSigkillLeavesTheProgramCorrect) {
             }
         };
         TraceRequest request;
-        request.probes.push_back(spec("tick i=$arg1"));
+        for (const auto& probe : probes) request.probes.push_back(spec(probe));
         request.attach_pids = {spin.pid};
         if (!engine->start(request, collector)) ::_exit(1);
         (void)engine->run();
@@ -318,6 +320,16 @@ TEST(InlineEngine, TracerKilledWithSigkillLeavesTheProgramCorrect) {
     ::kill(spin.pid, SIGUSR1);
     EXPECT_EQ(spin.read_line(), "ok 1");
     EXPECT_TRUE(spin.exited_cleanly());
+}
+
+TEST(InlineEngine, TracerKilledWithSigkillLeavesTheProgramCorrect) {
+    tracer_killed_leaves_the_program_correct({"tick i=$arg1"});
+}
+
+// Return probes too: the program keeps returning through the landings
+// and the shadow stacks of a session whose tracer is gone.
+TEST(InlineEngine, TracerKilledDuringReturnProbesLeavesTheProgramCorrect) {
+    tracer_killed_leaves_the_program_correct({"tick i=$arg1", "tick%return r=$retval"});
 }
 
 // A different unprivileged user can reach neither the event region nor
