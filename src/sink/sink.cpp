@@ -18,7 +18,7 @@ namespace {
 
 // The text of pending lines: fmt's buffer, which fmt formats into
 // directly (the text sink) and which grows without filling what it adds
-// (JsonOut writes there in place).
+// (InPlace writes there).
 using Text = fmt::memory_buffer;
 
 void put(Text& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
@@ -227,7 +227,6 @@ public:
         string(key);
         put(':');
     }
-
 };
 
 class TextSink final : public Sink {
@@ -237,7 +236,8 @@ public:
     bool event(const Event& e) override {
         Text& line = out_.line();
         using Pad = InPlace::Pad;
-        const bool ascii = std::all_of(e.comm.begin(), e.comm.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+        const bool ascii =
+            std::all_of(e.comm.begin(), e.comm.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
         // fmt pads other text by its display width (code points, some two
         // columns wide).
         if (!ascii) fmt::format_to(fmt::appender(line), "{:>16}", e.comm);
