@@ -90,10 +90,10 @@ Result<Trampoline> make_trampoline(const TrampolineRequest& request);
 // return address was replaced returns into this code, which reserves a
 // word where the return address was, saves the thread's state (with
 // `save_vector_registers`, xmm0..15: xmm0/xmm1 may hold the return value,
-// which only a probe that reads them needs) as a frame
-// whose rsp is that word's address, calls handler(frame, argument, 0) —
-// which must store the original return address in the word — and goes
-// there with every register as the function returned them. How it goes
+// which only a probe that reads them needs) as a frame whose rsp is that
+// word's address, calls handler(frame, argument, 0) — which must store
+// the original return address in the word — and goes there with every
+// register as the function returned them. How it goes
 // there keeps the return-stack buffer in step:
 //  - kJump, for a return address overwritten on the stack: the function's
 //    ret took the buffer's entry for the caller, so an indirect jump goes
