@@ -279,6 +279,18 @@ bool wait_for_room(Header* h, RingControl* r) {
     return false;
 }
 
+// Writes a record into the calling thread's ring (write_record), waiting
+// for room with --no-drop; false when it was lost.
+[[gnu::always_inline]] inline bool record(Header* h, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc,
+                                          RecordKind kind = kRecordHit, const ShadowFrame* entry = nullptr,
+                                          uint64_t seq = 0) {
+    RingControl* ring = ring_for(h);
+    bool written = ring && write_record(h, ring, site, index, frame, tsc, kind, entry, seq);
+    while (!written && ring && load(&h->no_drop) && wait_for_room(h, ring))
+        written = write_record(h, ring, site, index, frame, tsc, kind, entry, seq);
+    return written;
+}
+
 // At the dynamic linker's rendezvous: a library came or went. Not a hot
 // path (twice per dlopen), so it may wait for the tracer, bounded (5 s) so
 // a dead tracer cannot hang the program. r_state is at offset 24 of
@@ -402,10 +414,7 @@ bool hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* fr
         // number. A record that finds no room leaves the return's values
         // to say so (the tracer finds no record of that number).
         f.entry[0] = ++t_entry_seq;
-        RingControl* ring = ring_for(h);
-        bool written = ring && write_record(h, ring, site, index, frame, tsc, kRecordEntry, nullptr, f.entry[0]);
-        while (!written && ring && load(&h->no_drop) && wait_for_room(h, ring))
-            written = write_record(h, ring, site, index, frame, tsc, kRecordEntry, nullptr, f.entry[0]);
+        (void)record(h, site, index, frame, tsc, kRecordEntry, nullptr, f.entry[0]);
         kept = kMaxEntryValues;  // nothing more to keep in the frame
     }
     for (uint32_t a = 0; a < site.arg_count && a < kMaxArgs && kept < kMaxEntryValues; ++a) {
@@ -479,12 +488,8 @@ void report_return(Header* h, const ShadowFrame& f, const uint64_t* frame) {
         add<uint64_t>(&site.hits, 1);
         return;
     }
-    RingControl* ring = ring_for(h);
     const uint64_t tsc = __builtin_ia32_rdtsc();
-    bool written = ring && write_record(h, ring, site, f.site, frame, tsc, kRecordReturn, &f);
-    while (!written && ring && load(&h->no_drop) && wait_for_room(h, ring))
-        written = write_record(h, ring, site, f.site, frame, tsc, kRecordReturn, &f);
-    if (!written) add<uint64_t>(&site.dropped, 1);
+    if (!record(h, site, f.site, frame, tsc, kRecordReturn, &f)) add<uint64_t>(&site.dropped, 1);
 }
 
 [[noreturn]] void lost_return_address() {
@@ -557,11 +562,7 @@ bool hit(const uint64_t* frame, Header* h, uint32_t index, bool by_call) {
             if (site.flags & kSiteReturnEntry) {
                 taken |= hook_return(h, site, index, frame, now(), by_call ? site.landing : 0, taken);
             } else if (!(site.flags & kSiteCountOnly)) {
-                RingControl* ring = ring_for(h);
-                bool written = ring && write_record(h, ring, site, index, frame, now());
-                while (!written && ring && load(&h->no_drop) && wait_for_room(h, ring))
-                    written = write_record(h, ring, site, index, frame, now());
-                if (!written) add<uint64_t>(&site.dropped, 1);
+                if (!record(h, site, index, frame, now())) add<uint64_t>(&site.dropped, 1);
             }
             if (!site.next) break;
             index = site.next - 1;
