@@ -193,8 +193,6 @@ struct Target {
     uint32_t acked = 0;                          // last notify_seq handled
     uint32_t exec_acked = 0;                     // last exec_seq handled
     uint64_t return_trampoline = 0;              // remote; 0: no return probes yet
-    uint64_t return_by_ret = 0;                  // remote: where the jump sites' landings go
-    uint64_t return_by_ret_xmm = 0;              // the same, saving the vector registers too
     std::map<uint64_t, JumpSite> jumps;          // site address -> its jump's trampoline
     uint64_t shadow_registry = 0;                // remote: the agent's shadow stack list
     std::set<std::pair<dev_t, ino_t>> unwinder_scanned;  // objects searched for unwinder entry points
@@ -1128,6 +1126,14 @@ Result<void> InlineEngine::insert_internal_site(Target& t, pid_t tid, uint64_t a
     return {};
 }
 
+// The return trampolines lie side by side (setup_returns): the one for
+// overwritten return addresses, then those the jump sites' landings go to
+// (arch::ReturnExit::kRet), without and with the vector registers saved.
+constexpr uint64_t kReturnCodeSize = 1024;
+uint64_t landings_go_to(uint64_t return_trampoline, bool vectors) {
+    return return_trampoline + (vectors ? 2 : 1) * kReturnCodeSize;
+}
+
 // Makes and writes the trampoline of a jump site (not the jump itself).
 Result<arch::Trampoline> InlineEngine::write_trampoline(Target& t, pid_t tid, uint64_t address, const JumpSite& jump) {
     UPROBE_TRY(uint64_t at, allocate(t, tid, address, 1024));
@@ -1140,7 +1146,7 @@ Result<arch::Trampoline> InlineEngine::write_trampoline(Target& t, pid_t tid, ui
     r.argument = t.remote_region;
     r.index = jump.first_site;
     r.save_vector_registers = jump.vectors;
-    r.return_code = jump.vectors ? t.return_by_ret_xmm : t.return_by_ret;
+    r.return_code = t.return_trampoline ? landings_go_to(t.return_trampoline, jump.vectors) : 0;
     if (request_.count_only) {
         // Count-only: a lock inc in the trampoline, no handler call.
         r.counter = t.remote_region + t.region->sites_offset + uint64_t{jump.first_site} * sizeof(abi::Site) +
@@ -1182,19 +1188,17 @@ Result<void> InlineEngine::setup_returns(Target& t, pid_t tid) {
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
     UPROBE_TRY(uint64_t handler, find_agent_symbol(t, maps, abi::kReturnHandlerSymbol, true));
     UPROBE_TRY(t.shadow_registry, find_agent_symbol(t, maps, abi::kShadowRegistrySymbol, false));
-    UPROBE_TRY(uint64_t at, allocate(t, tid, t.handler, 3 * 1024));
+    UPROBE_TRY(uint64_t at, allocate(t, tid, t.handler, 3 * kReturnCodeSize));
     auto put = [&](uint64_t address, arch::ReturnExit exit, bool vectors) -> Result<void> {
         std::vector<uint8_t> code = arch::make_return_trampoline(address, handler, t.remote_region, exit, vectors);
-        if (code.size() > 1024) return Error("return trampoline too large");
+        if (code.size() > kReturnCodeSize) return Error("return trampoline too large");
         return proc::write_memory(t.pid, address, code.data(), code.size());
     };
     // An overwritten address may be any probe's, so that one saves xmm.
     UPROBE_CHECK(put(at, arch::ReturnExit::kJump, true));
-    UPROBE_CHECK(put(at + 1024, arch::ReturnExit::kRet, false));
-    UPROBE_CHECK(put(at + 2048, arch::ReturnExit::kRet, true));
+    UPROBE_CHECK(put(landings_go_to(at, false), arch::ReturnExit::kRet, false));
+    UPROBE_CHECK(put(landings_go_to(at, true), arch::ReturnExit::kRet, true));
     t.return_trampoline = at;
-    t.return_by_ret = at + 1024;
-    t.return_by_ret_xmm = at + 2048;
     __atomic_store_n(&t.region->return_trampoline, at, __ATOMIC_RELEASE);
     insert_unwinder_hooks(t, tid, maps);
     return {};
@@ -1815,8 +1819,6 @@ void InlineEngine::notice_exec(Target& t) {
     t.patches.clear();
     t.semaphores.clear();
     t.return_trampoline = 0;
-    t.return_by_ret = 0;
-    t.return_by_ret_xmm = 0;
     t.shadow_registry = 0;
     t.alive = false;
     finish_target(t);
@@ -1864,8 +1866,6 @@ void InlineEngine::follow_exec(Target& t) {
     t.threads.clear();
     t.scratch = 0;
     t.return_trampoline = 0;
-    t.return_by_ret = 0;
-    t.return_by_ret_xmm = 0;
     t.shadow_registry = 0;
     t.unwinder_scanned.clear();
     t.planned.clear();
