@@ -17,26 +17,28 @@ namespace {
 
 using Json = nlohmann::json;
 
-// The lines a JSON sink writes for `events`, parsed.
-std::vector<Json> written(const std::vector<Event>& events) {
+// What a sink made by `make` writes for `events`.
+std::string output_of(std::unique_ptr<Sink> (*make)(FILE*), const std::vector<Event>& events) {
     FILE* file = std::tmpfile();
     {
-        auto sink = make_json_sink(file);
+        auto sink = make(file);
         for (const auto& e : events) EXPECT_TRUE(sink->event(e));
     }
     std::rewind(file);
-    std::vector<Json> out;
-    std::string line;
-    for (int c; (c = std::fgetc(file)) != EOF;) {
-        if (c != '\n') {
-            line += static_cast<char>(c);
-            continue;
-        }
-        out.push_back(Json::parse(line));  // throws (and fails the test) on invalid JSON or UTF-8
-        line.clear();
-    }
+    std::string out;
+    for (int c; (c = std::fgetc(file)) != EOF;) out += static_cast<char>(c);
     std::fclose(file);
-    EXPECT_TRUE(line.empty()) << "an unterminated line: " << line;
+    return out;
+}
+
+// The lines a JSON sink writes for `events`, parsed.
+std::vector<Json> written(const std::vector<Event>& events) {
+    const std::string text = output_of(make_json_sink, events);
+    std::vector<Json> out;
+    size_t start = 0;
+    for (size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1)
+        out.push_back(Json::parse(text.substr(start, end - start)));  // throws (and fails) on invalid JSON or UTF-8
+    EXPECT_EQ(start, text.size()) << "an unterminated line: " << text.substr(start);
     return out;
 }
 
@@ -60,18 +62,7 @@ Value text(Value::Kind kind, std::string s) {
 }
 
 // What a text sink writes for `events`.
-std::string written_text(const std::vector<Event>& events) {
-    FILE* file = std::tmpfile();
-    {
-        auto sink = make_text_sink(file);
-        for (const auto& e : events) EXPECT_TRUE(sink->event(e));
-    }
-    std::rewind(file);
-    std::string out;
-    for (int c; (c = std::fgetc(file)) != EOF;) out += static_cast<char>(c);
-    std::fclose(file);
-    return out;
-}
+std::string written_text(const std::vector<Event>& events) { return output_of(make_text_sink, events); }
 
 // perf script's layout, by printf.
 std::string printf_line(const Event& e, const std::string& args) {
