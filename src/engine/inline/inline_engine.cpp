@@ -1621,16 +1621,14 @@ void InlineEngine::drain(Target& t) {
                 const uint8_t* entry_end = entry_at + entry_values.bytes.size();
                 uint32_t entry_left = entry_values.count;
                 auto recorded = [&](const probe::FetchProgram& program, const probe::FetchContext& leaf_context) -> Value {
+                    if (!program.at_entry || !entry_record)
+                        return decode_recorded(program, leaf_context, at, end, left, regs);
+                    // The return record's own value is a placeholder.
                     if (left == 0 || at + sizeof(abi::ArgHeader) > end) return Value::make_error("not recorded");
                     --left;
                     at += sizeof(abi::ArgHeader);
-                    if (program.at_entry && entry_record) {
-                        if (!have_entry_values) return Value::make_error("entry values lost (a full ring dropped them)");
-                        return decode_recorded(program, leaf_context, entry_at, entry_end, entry_left, regs);
-                    }
-                    at -= sizeof(abi::ArgHeader);
-                    ++left;
-                    return decode_recorded(program, leaf_context, at, end, left, regs);
+                    if (!have_entry_values) return Value::make_error("entry values lost (a full ring dropped them)");
+                    return decode_recorded(program, leaf_context, entry_at, entry_end, entry_left, regs);
                 };
                 // A plain argument's value goes into the slot the last event
                 // left (its name and text keep their storage); a DWARF one
