@@ -26,7 +26,7 @@
 namespace uprobe::agent {
 
 constexpr uint32_t kMagic = 0x75707262;  // "uprb"
-constexpr uint32_t kAbiVersion = 11;
+constexpr uint32_t kAbiVersion = 12;
 
 // Environment variable naming the inherited region fd at launch.
 constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
@@ -58,6 +58,8 @@ enum SiteFlags : uint32_t {
     // (a string, or more than kMaxEntryValues): they go into a
     // kRecordEntry at the entry, which the return record names.
     kSiteEntryRecord = 64,
+    // A FUNC%return entry with @entry values for its frame to keep.
+    kSiteEntryValues = 128,
 };
 constexpr uint32_t kInternalProbe = 0xffffffff;  // Site::probe_id of engine-internal sites
 

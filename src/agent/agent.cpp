@@ -121,12 +121,16 @@ RingControl* claim_ring(Header* h) {
 // A thread that found none (more than ring_count threads alive) tries
 // again only every 1024 hits: a claim that fails asks every owner whether
 // it lives, and its records are dropped (and counted) meanwhile.
-RingControl* ring_for(Header* h) {
-    if (t_ring_region == h && (t_ring || (t_claim_pause && t_claim_pause--))) return t_ring;
+[[gnu::noinline]] RingControl* ring_claimed_for(Header* h) {
+    if (t_ring_region == h && t_claim_pause && t_claim_pause--) return t_ring;
     t_ring = claim_ring(h);
     t_ring_region = h;
     t_claim_pause = t_ring ? 0 : 1024;
     return t_ring;
+}
+[[gnu::always_inline]] inline RingControl* ring_for(Header* h) {
+    RingControl* r = t_ring;
+    return r && t_ring_region == h ? r : ring_claimed_for(h);
 }
 
 uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
@@ -135,8 +139,12 @@ uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
 // A return (`entry`, its frame) takes its entry time and @entry values
 // from the frame, or names the kRecordEntry that holds them; a
 // kRecordEntry (sequence number `seq`) holds the @entry values alone.
-bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc,
-                  RecordKind kind = kRecordHit, const ShadowFrame* entry = nullptr, uint64_t seq = 0) {
+// A template on `kind`, inlined into each caller: each copy keeps only
+// its kind's branches, and the hot paths make no call to write a record.
+template <RecordKind kind>
+[[gnu::always_inline]] inline bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index,
+                                                const uint64_t* frame, uint64_t tsc, const ShadowFrame* entry,
+                                                uint64_t seq) {
     const probe::FetchProgram* programs = programs_of(h) + site.first_program;
     const uint32_t args = site.arg_count > kMaxArgs ? kMaxArgs : site.arg_count;
     const bool registers = kind != kRecordEntry && (site.flags & kSiteRegisters);
@@ -197,6 +205,14 @@ bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index, c
             arg->kind = kept ? kArgNumber : kArgNeedsTracer;
             arg->value = kept ? entry->entry[entry_values] : 0;
             ++entry_values;
+            continue;
+        }
+        // The usual argument, a whole register: no steps to run.
+        const probe::FetchStep& first = p.steps[0];
+        if (p.step_count == 1 && first.op == probe::FetchOp::LoadRegister && first.size == 8 &&
+            first.slot < kFrameRegisters && probe::is_number(p.format)) {
+            arg->kind = kArgNumber;
+            arg->value = frame[first.slot];
             continue;
         }
         switch (p.format) {
@@ -281,13 +297,13 @@ bool wait_for_room(Header* h, RingControl* r) {
 
 // Writes a record into the calling thread's ring (write_record), waiting
 // for room with --no-drop; false when it was lost.
+template <RecordKind kind = kRecordHit>
 [[gnu::always_inline]] inline bool record(Header* h, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc,
-                                          RecordKind kind = kRecordHit, const ShadowFrame* entry = nullptr,
-                                          uint64_t seq = 0) {
+                                          const ShadowFrame* entry = nullptr, uint64_t seq = 0) {
     RingControl* ring = ring_for(h);
-    bool written = ring && write_record(h, ring, site, index, frame, tsc, kind, entry, seq);
+    bool written = ring && write_record<kind>(h, ring, site, index, frame, tsc, entry, seq);
     while (!written && ring && load(&h->no_drop) && wait_for_room(h, ring))
-        written = write_record(h, ring, site, index, frame, tsc, kind, entry, seq);
+        written = write_record<kind>(h, ring, site, index, frame, tsc, entry, seq);
     return written;
 }
 
@@ -365,8 +381,8 @@ bool hooked_address(const ShadowFrame& top, uint64_t address, uint64_t trampolin
 // Elsewhere (`landing` 0) it is overwritten with the return trampoline's.
 // `chained`: an earlier probe at this entry took it already. True when
 // taken.
-bool hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc, uint64_t landing,
-                 bool chained) {
+[[gnu::noinline]] bool hook_return_general(Header* h, const Site& site, uint32_t index, const uint64_t* frame,
+                                           uint64_t tsc, uint64_t landing, bool chained) {
     const uint64_t trampoline = load(&h->return_trampoline);
     if (!trampoline) return false;
     ShadowStack* s = shadow_stack();
@@ -414,7 +430,7 @@ bool hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* fr
         // number. A record that finds no room leaves the return's values
         // to say so (the tracer finds no record of that number).
         f.entry[0] = ++t_entry_seq;
-        (void)record(h, site, index, frame, tsc, kRecordEntry, nullptr, f.entry[0]);
+        (void)record<kRecordEntry>(h, site, index, frame, tsc, nullptr, f.entry[0]);
         kept = kMaxEntryValues;  // nothing more to keep in the frame
     }
     for (uint32_t a = 0; a < site.arg_count && a < kMaxArgs && kept < kMaxEntryValues; ++a) {
@@ -427,6 +443,30 @@ bool hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* fr
     // address still the original and leaves it.
     __atomic_store_n(&s->depth, depth + 1, __ATOMIC_RELEASE);
     if (!landing) __atomic_store_n(word, trampoline, __ATOMIC_RELEASE);
+    return true;
+}
+
+// hook_return_general's usual case, straight through: a jump site's entry
+// (the trampoline calls), the thread has its shadow stack, the frame on
+// top is a caller's (nothing to replace), and no @entry values to keep.
+[[gnu::always_inline]] inline bool hook_return(Header* h, const Site& site, uint32_t index, const uint64_t* frame,
+                                               uint64_t tsc, uint64_t landing, bool chained) {
+    ShadowStack* s = t_shadow;
+    const uint64_t slot = frame[kFrameRsp];
+    if (!s || !landing || chained || (site.flags & (kSiteEntryRecord | kSiteEntryValues)))
+        return hook_return_general(h, site, index, frame, tsc, landing, chained);
+    const uint32_t depth = s->depth;
+    if (depth == kShadowDepth || (depth && s->frames[depth - 1].slot <= slot))
+        return hook_return_general(h, site, index, frame, tsc, landing, chained);
+    ShadowFrame& f = s->frames[depth];
+    f.slot = slot;
+    f.original = *reinterpret_cast<const uint64_t*>(slot);
+    f.landing = landing;
+    f.tsc = tsc;
+    f.site = index;
+    f.suspended = 0;
+    f.chained = 0;
+    __atomic_store_n(&s->depth, depth + 1, __ATOMIC_RELEASE);
     return true;
 }
 
@@ -481,7 +521,7 @@ void caught(Header* h, uint64_t rsp) {
     __atomic_store_n(&s->depth, keep, __ATOMIC_RELEASE);
 }
 
-void report_return(Header* h, const ShadowFrame& f, const uint64_t* frame) {
+[[gnu::always_inline]] inline void report_return(Header* h, const ShadowFrame& f, const uint64_t* frame) {
     if (!load(&h->enabled) || quiet(h) || f.site >= h->site_count) return;
     Site& site = sites_of(h)[f.site];
     if (site.flags & kSiteCountOnly) {
@@ -489,7 +529,7 @@ void report_return(Header* h, const ShadowFrame& f, const uint64_t* frame) {
         return;
     }
     const uint64_t tsc = __builtin_ia32_rdtsc();
-    if (!record(h, site, f.site, frame, tsc, kRecordReturn, &f)) add<uint64_t>(&site.dropped, 1);
+    if (!record<kRecordReturn>(h, site, f.site, frame, tsc, &f)) add<uint64_t>(&site.dropped, 1);
 }
 
 [[noreturn]] void lost_return_address() {
@@ -501,12 +541,9 @@ void report_return(Header* h, const ShadowFrame& f, const uint64_t* frame) {
 // From the return trampoline: report the frames that return here and
 // resume at the real return address. Runs whatever the session's state
 // (after a detach, threads may still return through the trampoline).
-void returned(uint64_t* frame, Header* h) {
-    const uint32_t busy = t_busy;
-    t_busy = 1;  // a signal handler's probe hits now are skipped, not nested
+[[gnu::noinline]] void returned_general(uint64_t* frame, Header* h, ShadowStack* s) {
     const uint64_t slot = frame[kFrameRsp];
     const uint64_t trampoline = load(&h->return_trampoline);
-    ShadowStack* s = t_shadow;
     uint64_t resume = 0;
     if (s) {
         // The topmost frame at this slot; those above it were abandoned.
@@ -525,7 +562,33 @@ void returned(uint64_t* frame, Header* h) {
     }
     if (!resume || resume == trampoline) lost_return_address();
     *reinterpret_cast<uint64_t*>(slot) = resume;
+}
+
+// returned_general's usual case, straight through: the top frame returns,
+// alone.
+[[gnu::always_inline]] inline void returned(uint64_t* frame, Header* h) {
+    const uint32_t busy = t_busy;
+    t_busy = 1;  // a signal handler's probe hits now are skipped, not nested
+    ShadowStack* s = t_shadow;
+    const uint32_t depth = s ? s->depth : 0;
+    const ShadowFrame* f = depth ? &s->frames[depth - 1] : nullptr;
+    if (f && f->slot == frame[kFrameRsp] && !f->chained && !f->suspended &&
+        f->original != load(&h->return_trampoline)) {
+        report_return(h, *f, frame);
+        __atomic_store_n(&s->depth, depth - 1, __ATOMIC_RELEASE);
+        *reinterpret_cast<uint64_t*>(f->slot) = f->original;
+    } else {
+        returned_general(frame, h, s);
+    }
     t_busy = busy;
+}
+
+// An engine-internal site (not a probe's): the dynamic linker or the C++
+// unwinder at work.
+[[gnu::noinline]] void engine_site(Header* h, const Site& site, const uint64_t* frame) {
+    if (site.flags & kSiteNotify) wait_for_tracer(h);
+    else if (site.flags & kSiteUnwind) unwinding(h);
+    else caught(h, frame[kFrameRsp]);
 }
 
 // A probe site's hit, from its trampoline (`by_call`: one that can call
@@ -545,16 +608,8 @@ bool hit(const uint64_t* frame, Header* h, uint32_t index, bool by_call) {
         auto now = [&tsc] { return tsc ? tsc : (tsc = __builtin_ia32_rdtsc()); };
         for (uint32_t hops = 0; index < h->site_count && hops < 64; ++hops) {
             Site& site = sites_of(h)[index];
-            if (site.flags & kSiteNotify) {
-                wait_for_tracer(h);
-                break;
-            }
-            if (site.flags & kSiteUnwind) {
-                unwinding(h);
-                break;
-            }
-            if (site.flags & kSiteCatch) {
-                caught(h, frame[kFrameRsp]);
+            if (site.flags & (kSiteNotify | kSiteUnwind | kSiteCatch)) {
+                engine_site(h, site, frame);
                 break;
             }
             // A return probe's hits are its returns (report_return).

@@ -1349,8 +1349,8 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             // @entry values a shadow frame cannot keep (strings, or too
             // many) go into an entry record instead.
             bool entry_record = false;
+            size_t at_entry = 0;
             if (hooks_return) {
-                size_t at_entry = 0;
                 for (const probe::FetchProgram& p : info.programs) {
                     if (!p.at_entry) continue;
                     ++at_entry;
@@ -1370,6 +1370,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                                               : 0u;
             if (hooks_return) slot.flags |= abi::kSiteReturnEntry;
             if (entry_record) slot.flags |= abi::kSiteEntryRecord;
+            else if (at_entry) slot.flags |= abi::kSiteEntryValues;
             slot.address = address;
             slot.first_program = h->program_count;
             slot.arg_count = static_cast<uint32_t>(info.programs.size());
