@@ -79,6 +79,15 @@ for site in push lea short; do
     "$stream" "$(ratio "$stream" "$krec")x" "$pct" "$pair" "$pair_ratio" "$count" "$(ratio "$count" "$kcnt")x" "$ptrace"
 done
 
+# The trampolines alone (no agent, no record), in-process on a copy of
+# site_push: what an entry probe and a pair pay before any record. The
+# pair's second trampoline, its call of the displaced instruction and its
+# landing are why the pair costs more than twice the entry probe.
+floor=$("$build/bench/trampoline_floor")
+plain=$(sed -n 's/.*plain=\([0-9.]*\).*/\1/p' <<<"$floor")
+fentry=$(sub "$(sed -n 's/.*entry=\([0-9.]*\).*/\1/p' <<<"$floor")" "$plain")
+fpair=$(sub "$(sed -n 's/.*pair=\([0-9.]*\).*/\1/p' <<<"$floor")" "$plain")
+echo "trampolines alone, ns per call over the plain one: entry $fentry, entry+return $fpair ($(ratio "$fpair" "$fentry")x)"
 # Consumer throughput: one busy thread, --no-drop, every event written;
 # events per second of the tracer's whole run (start-up included), three
 # runs back to back. The file is removed first (truncating the last run's
