@@ -117,6 +117,10 @@ protected:
     void room(size_t n) {
         if (static_cast<size_t>(end_ - p_) < n) grow(n);
     }
+    // Where the next piece goes, as an offset (the text may move when it
+    // grows), and what was written from such an offset on.
+    size_t offset() const { return static_cast<size_t>(p_ - text_.data()); }
+    std::string_view since(size_t from) const { return {text_.data() + from, offset() - from}; }
     char* p_;
 
 private:
@@ -193,6 +197,20 @@ public:
             }
         }
         put('"');
+    }
+
+    // The last string written through string(s, last), and its JSON.
+    struct Escaped {
+        std::string raw, json;
+    };
+    // string(s), escaped only when it is not `last` again: a probe's name
+    // and a comm repeat from one event to the next.
+    void string(std::string_view s, Escaped& last) {
+        if (s == last.raw && !last.json.empty()) return put(last.json);
+        const size_t from = offset();
+        string(s);
+        last.raw = s;
+        last.json = since(from);
     }
 
     void number(double f) {
@@ -288,7 +306,7 @@ public:
         JsonOut j(out_.line());
         // The keys are plain ASCII, written as they are.
         j.put("{\"probe\":");
-        j.string(e.probe);
+        j.string(e.probe, probe_);
         j.put(",\"pid\":");
         j.integer(e.pid);
         j.put(",\"tid\":");
@@ -296,7 +314,7 @@ public:
         j.put(",\"ts_ns\":");
         j.integer(e.ts_ns);
         j.put(",\"comm\":");
-        j.string(e.comm);
+        j.string(e.comm, comm_);
         j.put(",\"addr\":");
         j.integer(e.addr);
         if (e.is_return) {
@@ -376,6 +394,7 @@ public:
 private:
     LineWriter out_;
     std::vector<const EventArg*> args_;  // reused: no allocation per event
+    JsonOut::Escaped probe_, comm_;
 };
 
 class CountSink final : public Sink {

@@ -141,6 +141,27 @@ TEST(JsonSink, StringsAreEscapedAndInvalidUtf8Replaced) {
     EXPECT_EQ(lines[0]["args"]["i"], "a" + r + "b" + r + r + r + r + "c");
 }
 
+// The probe's name and the comm are escaped once and reused while they
+// repeat: each line still has its own event's, changed or not.
+TEST(JsonSink, RepeatedAndChangingNamesEachLineItsOwn) {
+    const std::vector<std::pair<std::string, std::string>> names = {
+        {"p\"1", "a\tb"}, {"p\"1", "a\tb"}, {"p2", "a\tb"}, {"p\"1", "c\xFF"}, {"", ""}, {"", "c\xFF"}, {"p2", ""}};
+    std::vector<Event> events;
+    for (const auto& [probe, comm] : names) {
+        Event e = event_with({});
+        e.probe = probe;
+        e.comm = comm;
+        events.push_back(e);
+    }
+    auto lines = written(events);
+    ASSERT_EQ(lines.size(), names.size());
+    for (size_t i = 0; i < names.size(); ++i) {
+        EXPECT_EQ(lines[i]["probe"], names[i].first) << "line " << i;
+        const std::string comm = names[i].second == "c\xFF" ? "c\xEF\xBF\xBD" : names[i].second;
+        EXPECT_EQ(lines[i]["comm"], comm) << "line " << i;
+    }
+}
+
 // The line is written in room reserved from the event's size: the worst
 // cases of every part (control bytes escape to six bytes each) at once,
 // many lines of it past the writer's batch (run under ASan in CI).
