@@ -295,7 +295,7 @@ inline uint8_t* ring_data(RingControl* r) { return reinterpret_cast<uint8_t*>(r)
 // general registers laid out as user_regs_struct (so fetch programs read
 // the same slots as under ptrace), then xmm0..15 when the site needs them.
 constexpr uint32_t kFrameRegisters = 27;
-constexpr uint32_t kFrameXmmOffset = kFrameRegisters * 8 + 8;  // after the saved-rsp word
+constexpr uint32_t kFrameXmmOffset = kFrameRegisters * 8 + 8;  // after one unused word
 
 // Exported by the agent: the trampoline (arch/x86_64/trampoline.hpp) calls
 // it as handler(frame, header address, site index). Its name is part of

@@ -46,7 +46,7 @@ Result<size_t> check_jump_site(std::span<const uint8_t> function, uint64_t funct
 
 // The frame the trampoline hands the handler (its first argument), from
 // the lowest address: user_regs_struct's 27 words (rip = the site, rsp as
-// at the site, orig_rax and segment words 0), one internal word, then
+// at the site, orig_rax and segment words 0), one unused word, then
 // xmm0..xmm15 (16 bytes each) when `save_vector_registers`.
 constexpr size_t kFrameGeneralWords = 27;
 constexpr size_t kFrameXmmOffset = (kFrameGeneralWords + 1) * 8;
