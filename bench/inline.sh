@@ -88,6 +88,7 @@ plain=$(sed -n 's/.*plain=\([0-9.]*\).*/\1/p' <<<"$floor")
 fentry=$(sub "$(sed -n 's/.*entry=\([0-9.]*\).*/\1/p' <<<"$floor")" "$plain")
 fpair=$(sub "$(sed -n 's/.*pair=\([0-9.]*\).*/\1/p' <<<"$floor")" "$plain")
 echo "trampolines alone, ns per call over the plain one: entry $fentry, entry+return $fpair ($(ratio "$fpair" "$fentry")x)"
+
 # Consumer throughput: one busy thread, --no-drop, every event written;
 # events per second of the tracer's whole run (start-up included), three
 # runs back to back. The file is removed first (truncating the last run's
