@@ -89,6 +89,23 @@ fentry=$(sub "$(sed -n 's/.*entry=\([0-9.]*\).*/\1/p' <<<"$floor")" "$plain")
 fpair=$(sub "$(sed -n 's/.*pair=\([0-9.]*\).*/\1/p' <<<"$floor")" "$plain")
 echo "trampolines alone, ns per call over the plain one: entry $fentry, entry+return $fpair ($(ratio "$fpair" "$fentry")x)"
 
+# An argument read from memory (a stack word) instead of a register, on
+# the push site: the agent reads through process_vm_readv(2) so that a bad
+# pointer cannot fault the program, and that system call is most of it.
+base=$("$loop" push "$round_n" "$rounds" | ns)
+s=$("$uprobe" trace --engine inline -o "$work/events" "site_push a=%di b=+0(%sp)" -- "$loop" push "$round_n" "$rounds" \
+    2>"$work/err" | ns)
+mem=$(sub "$s" "$base")
+kmem=n/a
+if [ $kernel_ok = 1 ]; then
+  perf probe -q -d 'probe_inline_hotloop:site_push' >/dev/null 2>&1 || true
+  if perf probe -q -x "$loop" -a 'site_push a=%di b=+0(%sp):u64' 2>/dev/null; then
+    k=$(perf record -q -o "$work/perf.data" -e probe_inline_hotloop:site_push -- "$loop" push "$kernel_n" 2>/dev/null | ns)
+    kmem=$(sub "$k" "$("$loop" push "$n" | ns)")
+  fi
+fi
+echo "one argument read from memory (push site, b=+0(%sp)): inline $mem ns, kernel $kmem ns ($(ratio "$mem" "$kmem")x)"
+
 # Consumer throughput: one busy thread, --no-drop, every event written;
 # events per second of the tracer's whole run (start-up included), three
 # runs back to back. The file is removed first (truncating the last run's
