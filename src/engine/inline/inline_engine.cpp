@@ -320,7 +320,12 @@ Result<int> InlineEngine::run() {
             __atomic_store_n(word, 0, __ATOMIC_RELEASE);
             futex(word, FUTEX_WAKE, INT32_MAX);
         }
-        if (++rounds % 100 == 0) {  // about every 100 ms
+        // An execve of an attached process is seen by reading our region's
+        // magic (a system call a process): every 10 ms for a few processes,
+        // every 100 ms for many (global mode). Until then the new program
+        // runs untraced.
+        const uint64_t exec_period = targets_.size() <= 64 ? 10 : 100;
+        if (++rounds % exec_period == 0) {
             for (size_t i = 0; i < targets_.size(); ++i) notice_exec(*targets_[i]);
             attach_after_exec();
         }
