@@ -70,6 +70,29 @@ TEST_P(EachEngine, StringSignedAndSymbolFetches) {
     }
 }
 
+// Words around a 64-byte line boundary and inside one line (the inline
+// agent reads memory a line at a time), each equal to the target's bytes.
+TEST_P(EachEngine, MemoryReadsAroundALineBoundaryAreExact) {
+    auto r = launch({"peek a=+0($arg1):x64 b=+8($arg1):x64 c=+6($arg1):x32 d=+70($arg1):x16 e=+1($arg1):u8"},
+                    {target("engine_args"), "1"});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced({target("engine_args"), "1"}));
+    ASSERT_EQ(r.events.size(), 1u);
+    // Little-endian `size` bytes at `offset` from the pointer (56 into the pattern).
+    auto word = [](uint64_t offset, int size) {
+        uint64_t v = 0;
+        for (int i = size - 1; i >= 0; --i) v = v << 8 | (((56 + offset + static_cast<uint64_t>(i)) * 7) & 0xff);
+        return v;
+    };
+    const auto& args = r.events[0].args;
+    ASSERT_EQ(args.size(), 5u);
+    EXPECT_EQ(args[0].value.u, word(0, 8)) << "within the first line";
+    EXPECT_EQ(args[1].value.u, word(8, 8)) << "the next line";
+    EXPECT_EQ(args[2].value.u, word(6, 4)) << "across the boundary";
+    EXPECT_EQ(args[3].value.u, word(70, 2)) << "two lines on";
+    EXPECT_EQ(args[4].value.u, word(1, 1));
+}
+
 TEST_P(EachEngine, BadPointerGivesAnErrorValueNotAFailedEvent) {
     // $arg2 of add_pair is 2*i: as a pointer it is unmapped for small i.
     auto r = launch({"add_pair v=+0($arg2):u64"}, {target("engine_args"), "2"});
