@@ -24,6 +24,7 @@
 
 #include "agent/abi.hpp"
 #include "probe/fetch_eval.hpp"
+#include "probe/read_window.hpp"
 
 #define AGENT_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -87,35 +88,11 @@ size_t safe_read(uint64_t address, void* out, size_t size) {
     return n < 0 ? 0 : static_cast<size_t>(n);
 }
 
-// Memory one hit's arguments read, a cache line at a time, so that
-// neighbouring fields cost one system call together (process_vm_readv
-// costs ~0.9 us on a VM, a register argument ~2 ns). A window never
-// crosses a page: it is readable as a whole or not at all, and filling it
-// touches no page the probe did not ask for. (64 bytes: a larger one made
-// the hit's stack frame large enough to cost ~1 ns on every hit.)
-class ReadWindow {
-public:
-    // Whether all `n` bytes at `address` could be read into `out`.
-    bool read(uint64_t address, void* out, size_t n) {
-        if (address < base_ || address + n > base_ + length_) {
-            const uint64_t page_end = (address | 4095) + 1;
-            if (n > sizeof bytes_ || page_end == 0 || address + n > page_end) return safe_read(address, out, n) == n;
-            base_ = address & ~uint64_t{sizeof bytes_ - 1};
-            if (address + n > base_ + sizeof bytes_) base_ = address;  // across two lines: from the read on
-            const uint64_t room = page_end - base_;
-            length_ = safe_read(base_, bytes_, room < sizeof bytes_ ? room : sizeof bytes_);
-            if (address + n > base_ + length_) return false;
-        }
-        auto* to = static_cast<uint8_t*>(out);
-        for (size_t i = 0; i < n; ++i) to[i] = bytes_[address - base_ + i];
-        return true;
-    }
-
-private:
-    uint64_t base_ = 0;
-    uint64_t length_ = 0;
-    uint8_t bytes_[64];
+// The memory a hit's arguments read, a 64-byte line at a time.
+struct SafeRead {
+    size_t operator()(uint64_t address, void* out, size_t size) const { return safe_read(address, out, size); }
 };
+using ReadWindow = probe::ReadWindow<SafeRead>;
 
 // The calling thread's ring: a free one, else one whose owner is gone
 // (a process that starts threads all along has more of them over its life
@@ -221,7 +198,7 @@ template <RecordKind kind>
         at += kFrameRegisters * 8;
     }
     const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
-    ReadWindow window;
+    ReadWindow window{SafeRead{}};
     uint32_t entry_values = 0, written = 0;
     for (uint32_t a = 0; a < args; ++a) {
         const probe::FetchProgram& p = programs[a];
@@ -455,7 +432,7 @@ bool hooked_address(const ShadowFrame& top, uint64_t address, uint64_t trampolin
     f.chained = chained;
     const probe::FetchProgram* programs = programs_of(h) + site.first_program;
     const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
-    ReadWindow window;
+    ReadWindow window{SafeRead{}};
     uint32_t kept = 0;
     if (site.flags & kSiteEntryRecord) {
         // The values go to the ring now; the frame keeps their record's
