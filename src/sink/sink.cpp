@@ -125,7 +125,7 @@ protected:
 
 private:
     void grow(size_t n) {
-        const size_t used = static_cast<size_t>(p_ - text_.data());
+        const size_t used = offset();
         text_.resize(used);  // what is written so far survives the move
         text_.reserve(used + n + (used + n) / 2);
         p_ = text_.data() + used;

@@ -508,7 +508,6 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                     entry_record |= p.format == probe::FetchFormat::String;
                 }
                 entry_record |= at_entry > abi::kMaxEntryValues;
-                UPROBE_CHECK(setup_returns(t, tid));
             }
             if (h->site_count >= h->site_capacity || h->program_count + info.programs.size() > h->program_capacity)
                 return Error("too many probe sites for the inline engine");
