@@ -11,8 +11,8 @@
 # delivered (rounds of 8,000 calls, which the rings hold, with pauses in
 # which the tracer drains them; the fastest round counts, and the share of
 # events that reached the file is printed: it must be 100%), the same with
-# a return probe added (the pair, against the entry probe alone), and a
-# count-only probe. Ratios are ours / the kernel's. Then the consumer's
+# a return probe added (the pair, against the entry probe alone; its ret
+# hooked), and a count-only probe. Ratios are ours / the kernel's. Then the consumer's
 # throughput: one busy thread, --no-drop (the program waits for the
 # tracer), every event written to a file as JSON and as text.
 # Usage: bench/inline.sh BUILD_DIR   (root is needed for the kernel rows)
@@ -44,6 +44,7 @@ fi
 [ $kernel_ok = 1 ] || echo "kernel uprobes: not available (needs root, perf and tracefs); kernel rows skipped"
 
 rounds=${ROUNDS:-20}
+hooked_pairs=""
 round_n=${ROUND_CALLS:-8000}
 printf '%-6s %8s | %10s %10s | %11s %9s %9s | %11s %8s | %10s %9s | %8s\n' site "base ns" \
   "kernel rec" "kernel cnt" "inline strm" "vs kernel" "delivered" "inline pair" "vs strm" "inline cnt" "vs kernel" "ptrace"
@@ -68,6 +69,10 @@ for site in push lea short; do
     pair=$(sub "$s" "$round_base")
     pair_ratio=$(ratio "$pair" "$stream")x
     [ "$(wc -l < "$work/events")" = $((2 * round_n * rounds)) ] || echo "warning: the pair lost events ($site)"
+    s=$("$uprobe" trace --engine inline --return-mode trampoline -o "$work/events" "site_$site a=%di b=%si" \
+        "site_$site%return r=\$retval" -- "$loop" "$site" "$round_n" "$rounds" 2>"$work/err" | ns)
+    hooked=$(sub "$s" "$round_base")
+    hooked_pairs="$hooked_pairs $site $hooked ns ($(ratio "$hooked" "$stream")x);"
   fi
   c=$("$uprobe" trace --engine inline --count "site_$site" -- "$loop" "$site" "$n" 2>/dev/null | ns)
   count=$(sub "$c" "$base")
@@ -79,15 +84,21 @@ for site in push lea short; do
     "$stream" "$(ratio "$stream" "$krec")x" "$pct" "$pair" "$pair_ratio" "$count" "$(ratio "$count" "$kcnt")x" "$ptrace"
 done
 
+# The pair above hooks the function's ret (instruction mode, the default
+# where it can); a return probe with @entry() or $duration, or on a
+# function left by a tail jump, takes the return address at the entry.
+echo "pair with the return address hooked (--return-mode trampoline), vs the entry probe:$hooked_pairs"
+
 # The trampolines alone (no agent, no record), in-process on a copy of
-# site_push: what an entry probe and a pair pay before any record. The
-# pair's second trampoline, its call of the displaced instruction and its
-# landing are why the pair costs more than twice the entry probe.
+# site_push: what an entry probe and a pair with the return address
+# hooked pay before any record. That pair's second trampoline, its call of
+# the displaced instruction and its landing are why it costs more than
+# twice the entry probe.
 floor=$("$build/bench/trampoline_floor")
 plain=$(sed -n 's/.*plain=\([0-9.]*\).*/\1/p' <<<"$floor")
 fentry=$(sub "$(sed -n 's/.*entry=\([0-9.]*\).*/\1/p' <<<"$floor")" "$plain")
 fpair=$(sub "$(sed -n 's/.*pair=\([0-9.]*\).*/\1/p' <<<"$floor")" "$plain")
-echo "trampolines alone, ns per call over the plain one: entry $fentry, entry+return $fpair ($(ratio "$fpair" "$fentry")x)"
+echo "trampolines alone, ns per call over the plain one: entry $fentry, entry+return (address hooked) $fpair ($(ratio "$fpair" "$fentry")x)"
 
 # An argument read from memory (a stack word) instead of a register, on
 # the push site: the agent reads through process_vm_readv(2) so that a bad

@@ -26,7 +26,7 @@
 namespace uprobe::agent {
 
 constexpr uint32_t kMagic = 0x75707262;  // "uprb"
-constexpr uint32_t kAbiVersion = 12;
+constexpr uint32_t kAbiVersion = 13;
 
 // Environment variable naming the inherited region fd at launch.
 constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
@@ -60,6 +60,9 @@ enum SiteFlags : uint32_t {
     kSiteEntryRecord = 64,
     // A FUNC%return entry with @entry values for its frame to keep.
     kSiteEntryValues = 128,
+    // A ret of a FUNC%return probe placed by instructions (no @entry
+    // values, no $duration): the hit is the return (kRecordExit).
+    kSiteExit = 256,
 };
 constexpr uint32_t kInternalProbe = 0xffffffff;  // Site::probe_id of engine-internal sites
 
@@ -110,7 +113,9 @@ static_assert(sizeof(RingControl) == 192);
 // kRecordEntry: written at the entry of a kSiteEntryRecord site: a
 // uint64_t sequence number (per thread, from 1), then the @entry values
 // alone, in program order. It is not an event.
-enum RecordKind : uint32_t { kRecordHit = 1, kRecordSkip = 2, kRecordReturn = 3, kRecordEntry = 4 };
+// kRecordExit: a return seen at a kSiteExit site (a ret), laid out as a
+// kRecordHit: no entry, so no entry time.
+enum RecordKind : uint32_t { kRecordHit = 1, kRecordSkip = 2, kRecordReturn = 3, kRecordEntry = 4, kRecordExit = 5 };
 
 struct RecordHeader {
     uint32_t size;  // whole record, a multiple of kRecordAlign

@@ -625,6 +625,8 @@ bool hit(const uint64_t* frame, Header* h, uint32_t index, bool by_call) {
             if ((site.flags & (kSiteReturnEntry | kSiteCountOnly)) == kSiteCountOnly) add<uint64_t>(&site.hits, 1);
             if (site.flags & kSiteReturnEntry) {
                 taken |= hook_return(h, site, index, frame, now(), by_call ? site.landing : 0, taken);
+            } else if (site.flags & kSiteExit) {
+                if (!record<kRecordExit>(h, site, index, frame, now())) add<uint64_t>(&site.dropped, 1);
             } else if (!(site.flags & kSiteCountOnly)) {
                 if (!record(h, site, index, frame, now())) add<uint64_t>(&site.dropped, 1);
             }

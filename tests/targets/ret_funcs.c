@@ -14,6 +14,12 @@ __attribute__((noinline)) long square(long x) { return x * x; }
 // depth(n) returns n; its frames return 0, 1, ..., n, innermost first.
 __attribute__((noinline)) long depth(long n) { return n == 0 ? 0 : depth(n - 1) + 1; }
 
+// What a program that walks its own stack sees: the return address, which
+// instruction-mode return probes never change.
+__attribute__((noinline)) unsigned long own_return_address(void) {
+    return (unsigned long)__builtin_return_address(0);
+}
+
 __attribute__((noinline)) double half(double x) { return x / 2; }
 __attribute__((noinline)) float third(float x) { return x / 3; }
 
@@ -82,6 +88,8 @@ int main(int argc, char** argv) {
         long sum = 0;
         for (long i = 0; i < n; ++i) sum += square(i);
         printf("sum %ld\n", sum);
+    } else if (strcmp(mode, "caller") == 0) {
+        for (long i = 0; i < n; ++i) printf("main+%lx\n", own_return_address() - (unsigned long)&main);
     } else if (strcmp(mode, "float") == 0) {
         double dsum = 0;
         float fsum = 0;

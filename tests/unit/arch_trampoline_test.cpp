@@ -224,6 +224,98 @@ TEST(Trampoline, ReturnCodeUnusedWhenTheHandlerKeepsTheAddress) {
     EXPECT_EQ(f(30, 12), 42);
 }
 
+// Instruction-mode return probes: hooks on the rets among the displaced
+// instructions, called with the registers as the ret sees them.
+struct Exits {
+    int entries = 0, exits = 0;
+    uint64_t entry_rsp = 0, exit_rsp = 0, exit_rip = 0, exit_rax = 0;
+} g_exits;
+
+extern "C" void count_hooks(const uint64_t* frame, uint64_t, uint32_t index) {
+    if (index == 1) {
+        ++g_exits.entries;
+        g_exits.entry_rsp = frame[kRsp];
+    } else {
+        ++g_exits.exits;
+        g_exits.exit_rsp = frame[kRsp];
+        g_exits.exit_rip = frame[kRip];
+        g_exits.exit_rax = frame[10];  // rax
+    }
+}
+
+// Patches `code` (at offset 0 of `b`) at `site` with displaced bytes
+// through `through`, exit hooks (index 2) on `rets`.
+void* patch_with_exits(Buffer& b, const std::vector<uint8_t>& code, size_t site, size_t through,
+                       const std::vector<size_t>& rets, bool entry) {
+    std::memcpy(b.at(0), code.data(), code.size());
+    std::memset(b.at(code.size()), 0xCC, 64);
+    auto displaced = check_jump_site({CodeRange{b.address(0), code}}, b.address(site), nullptr, b.address(through));
+    EXPECT_TRUE(displaced) << displaced.error().message();
+    if (!displaced) return nullptr;
+    EXPECT_EQ(*displaced, through - site);
+    TrampolineRequest r;
+    r.site = b.address(site);
+    r.original = std::span<const uint8_t>(b.at(site), code.size() - site + 16);
+    r.displaced = *displaced;
+    r.address = b.address(4096);
+    r.handler = reinterpret_cast<uint64_t>(&count_hooks);
+    r.index = 1;
+    r.entry = entry;
+    for (size_t ret : rets) r.exits.push_back({b.address(ret), 2});
+    auto t = make_trampoline(r);
+    EXPECT_TRUE(t) << t.error().message();
+    if (!t) return nullptr;
+    std::memcpy(b.at(4096), t->code.data(), t->code.size());
+    std::memcpy(b.at(site), t->patch.data(), t->patch.size());
+    return b.at(0);
+}
+
+TEST(Trampoline, ExitHookSeesTheRetsRegistersAndTheRetRunsInTheTrampoline) {
+    Buffer b;
+    // push rbp; mov rbp, rsp; lea rax, [rdi+rsi]; pop rbp; ret: the whole
+    // function displaced, entry and exit hooked.
+    std::vector<uint8_t> code = {0x55, 0x48, 0x89, 0xE5, 0x48, 0x8D, 0x04, 0x37, 0x5D, 0xC3};
+    auto* f = reinterpret_cast<long (*)(long, long)>(patch_with_exits(b, code, 0, 10, {9}, true));
+    ASSERT_NE(f, nullptr);
+    g_exits = {};
+    EXPECT_EQ(f(30, 12), 42);
+    EXPECT_EQ(f(-5, 2), -3);
+    EXPECT_EQ(g_exits.entries, 2);
+    EXPECT_EQ(g_exits.exits, 2);
+    EXPECT_EQ(g_exits.exit_rax, uint64_t(-3));
+    EXPECT_EQ(g_exits.exit_rsp, g_exits.entry_rsp) << "the ret's rsp is the entry's";
+    EXPECT_EQ(g_exits.exit_rip, b.address(9));
+}
+
+TEST(Trampoline, ExitOnlySiteEndsWithTheRet) {
+    Buffer b;
+    // Two paths, each to its own ret; the site (5..11) hooks the first:
+    //    0: cmp rdi, rsi   3: jl 11   5: lea rax, [rdi+rsi]   9: nop   10: ret
+    //   11: mov rax, rsi  14: ret
+    std::vector<uint8_t> code = {0x48, 0x39, 0xF7, 0x7C, 0x06, 0x48, 0x8D, 0x04, 0x37,
+                                 0x90, 0xC3, 0x48, 0x89, 0xF0, 0xC3};
+    auto* f = reinterpret_cast<long (*)(long, long)>(patch_with_exits(b, code, 5, 11, {10}, false));
+    ASSERT_NE(f, nullptr);
+    g_exits = {};
+    EXPECT_EQ(f(30, 12), 42);  // through the hooked ret
+    EXPECT_EQ(f(1, 7), 7);     // the other ret, not hooked
+    EXPECT_EQ(g_exits.entries, 0);
+    EXPECT_EQ(g_exits.exits, 1);
+    EXPECT_EQ(g_exits.exit_rax, 42u);
+    EXPECT_EQ(g_exits.exit_rip, b.address(10));
+}
+
+TEST(JumpSite, ThroughARetRefusedWhenABranchLandsBeforeIt) {
+    const uint64_t at = 0x1000;
+    // The function of ExitOnlySiteEndsWithTheRet: jl's target (11) may end
+    // a range, not lie inside one.
+    std::vector<uint8_t> code = {0x48, 0x39, 0xF7, 0x7C, 0x06, 0x48, 0x8D, 0x04, 0x37,
+                                 0x90, 0xC3, 0x48, 0x89, 0xF0, 0xC3};
+    EXPECT_TRUE(check_jump_site({CodeRange{at, code}}, at + 5, nullptr, at + 11));
+    EXPECT_FALSE(check_jump_site({CodeRange{at, code}}, at, nullptr, at + 15));
+    EXPECT_FALSE(check_jump_site({CodeRange{at, code}}, at + 5, nullptr, at + 16)) << "past the function's end";
+}
+
 TEST(JumpSite, RefusesWhatAJumpCannotReplace) {
     const uint64_t at = 0x1000;
     // ret: shorter than a jump

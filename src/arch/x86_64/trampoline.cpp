@@ -1,5 +1,6 @@
 #include "arch/x86_64/trampoline.hpp"
 
+#include <algorithm>
 #include <initializer_list>
 #include <string>
 
@@ -157,7 +158,8 @@ void emit_counter(Code& c, const TrampolineRequest& r) {
 
 }  // namespace
 
-Result<size_t> check_jump_site(const std::vector<CodeRange>& parts, uint64_t site, const JumpTableReader& read_table) {
+Result<size_t> check_jump_site(const std::vector<CodeRange>& parts, uint64_t site, const JumpTableReader& read_table,
+                               uint64_t through) {
     if (parts.empty()) return Error("no code");
     const std::span<const uint8_t> function = parts[0].code;
     const uint64_t function_address = parts[0].start;
@@ -170,7 +172,7 @@ Result<size_t> check_jump_site(const std::vector<CodeRange>& parts, uint64_t sit
     for (uint64_t start : *boundaries) {
         if (start == site) started = true;
         if (!started) continue;
-        if (start >= site + kJumpPatchSize) break;
+        if (start >= std::max(site + kJumpPatchSize, through)) break;
         auto insn = decode_one(function.subspan(start - function_address), start);
         if (!insn) return insn.error();
         displaced = start + insn->length - site;
@@ -178,6 +180,7 @@ Result<size_t> check_jump_site(const std::vector<CodeRange>& parts, uint64_t sit
     if (!started) return Error("site " + hex(site) + " is not on an instruction boundary");
     if (displaced < kJumpPatchSize)
         return Error("the function ends " + std::to_string(end - site) + " bytes after the site (a jump needs 5)");
+    if (site + displaced < through) return Error("the function ends before " + hex(through));
     auto inside_patch = [&](uint64_t target) { return target > site && target < site + displaced; };
 
     struct Decoded {
@@ -256,11 +259,12 @@ Result<Trampoline> make_trampoline(const TrampolineRequest& r) {
     int64_t reach = static_cast<int64_t>(r.address - (r.site + kJumpPatchSize));
     if (!fits_rel32(reach)) return Error("trampoline at " + hex(r.address) + " is out of reach of " + hex(r.site));
 
+    if (r.counter && !r.exits.empty()) return Error("bad trampoline request: a counting site has no exit hooks");
     Code c(r.address);
     size_t to_call_tail = 0;  // where the rel32 of `jnz call tail` goes
     if (r.counter) {
         emit_counter(c, r);
-    } else {
+    } else if (r.entry) {
         emit_save_and_call(c, r);
         if (r.return_code) {
             c.bytes({0x85, 0xC0});  // test eax, eax
@@ -281,8 +285,16 @@ Result<Trampoline> make_trampoline(const TrampolineRequest& r) {
         uint64_t at = r.site + offset;
         auto insn = decode_one(r.original.subspan(offset), at);
         if (!insn) return insn.error();
+        copies.emplace_back(at, c.here());  // a jump to a hooked ret runs its hook too
+        for (const ExitHook& hook : r.exits) {
+            if (hook.ret != at) continue;
+            TrampolineRequest exit = r;
+            exit.site = hook.ret;
+            exit.index = hook.index;
+            emit_save_and_call(c, exit);
+            emit_restore(c);
+        }
         uint64_t copy = c.here();
-        copies.emplace_back(at, copy);
         UPROBE_TRY(OutOfLine ool, relocate(r.original.subspan(offset), at, copy));
         size_t base = c.raw().size();
         c.bytes(ool.code);

@@ -14,6 +14,13 @@
 // caller, obey (b) too; any other could land anywhere. check_jump_site()
 // decides this from the function's bytes; when it refuses, the caller uses
 // a 1-byte int3 site.
+//
+// Instruction-mode return probes hook a function's rets: a ret among the
+// displaced instructions gets a handler call just before its copy (an
+// ExitHook), so the handler sees the registers as the ret does and the
+// ret itself runs in the trampoline, returning as the return-stack buffer
+// predicts. A site may be placed for its exit hooks alone: the bytes
+// ending with a ret.
 #pragma once
 
 #include <cstddef>
@@ -39,8 +46,10 @@ using JumpTableReader = std::function<Result<std::span<const uint8_t>>(const Jum
 // the function as described above. `parts[0]` is its body, which holds the
 // site; the others, if any, its parts elsewhere. Without `read_table`, any
 // indirect jump is refused. The error says why a jump cannot go there.
+// With `through`, the run covers at least up to that address (to take in
+// a ret for its exit hook), under the same checks.
 Result<size_t> check_jump_site(const std::vector<CodeRange>& parts, uint64_t site,
-                               const JumpTableReader& read_table = nullptr);
+                               const JumpTableReader& read_table = nullptr, uint64_t through = 0);
 // The same for a function in one part.
 Result<size_t> check_jump_site(std::span<const uint8_t> function, uint64_t function_address, uint64_t site);
 
@@ -50,6 +59,13 @@ Result<size_t> check_jump_site(std::span<const uint8_t> function, uint64_t funct
 // xmm0..xmm15 (16 bytes each) when `save_vector_registers`.
 constexpr size_t kFrameGeneralWords = 27;
 constexpr size_t kFrameXmmOffset = (kFrameGeneralWords + 1) * 8;
+
+// A ret among the displaced instructions and the index its handler call
+// passes; the frame's rip is the ret's address.
+struct ExitHook {
+    uint64_t ret = 0;
+    uint32_t index = 0;
+};
 
 struct TrampolineRequest {
     uint64_t site = 0;                     // runtime address of the patched bytes
@@ -71,6 +87,10 @@ struct TrampolineRequest {
     // `lock inc qword [counter]` (rflags and rax saved around it) before the
     // displaced instructions; no handler is called.
     uint64_t counter = 0;
+    // false: no handler call before the displaced instructions (a site
+    // placed only for the exit hooks among them).
+    bool entry = true;
+    std::vector<ExitHook> exits;
 };
 
 struct Trampoline {

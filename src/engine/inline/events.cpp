@@ -90,7 +90,7 @@ void InlineEngine::drain(Target& t) {
         while (tail < head) {
             const auto* rec = reinterpret_cast<const abi::RecordHeader*>(data + tail % h->ring_size);
             if (rec->size < 8 || rec->size > h->ring_size) break;  // corrupt: stop reading this ring
-            const bool is_return = rec->kind == abi::kRecordReturn;
+            const bool is_return = rec->kind == abi::kRecordReturn || rec->kind == abi::kRecordExit;
             if (rec->kind == abi::kRecordEntry && rec->size >= sizeof(abi::RecordHeader) + sizeof(uint64_t)) {
                 const auto* at = reinterpret_cast<const uint8_t*>(rec) + sizeof(abi::RecordHeader);
                 const uint64_t seq = *reinterpret_cast<const uint64_t*>(at);
@@ -136,7 +136,7 @@ void InlineEngine::drain(Target& t) {
                 context.comm = event.comm;
                 context.string_max = request_.string_max;
                 event.duration_ns = 0;
-                if (is_return && at + sizeof(uint64_t) <= end) {
+                if (rec->kind == abi::kRecordReturn && at + sizeof(uint64_t) <= end) {
                     uint64_t entry_tsc = *reinterpret_cast<const uint64_t*>(at);
                     at += sizeof(uint64_t);
                     event.duration_ns = clock_.interval_ns(rec->tsc > entry_tsc ? rec->tsc - entry_tsc : 0);

@@ -72,16 +72,17 @@ constexpr const char kInLoader[] = "a thread is in the dynamic loader";
 
 // Return probes in a process with hardware shadow stacks: an int3 site's
 // overwritten return address, or one hooked again after a catch, would
-// fault (#CP) at its ret; the ptrace engine's instruction mode does not
-// touch return addresses. Empty when there is no such conflict.
+// fault (#CP) at its ret; instruction mode does not touch return
+// addresses. Empty when there is no such conflict.
 std::string shadow_stack_conflict(const TraceRequest& request) {
+    if (request.return_mode == ReturnMode::Instructions) return "";  // framed probes are refused then
     const bool returns = std::any_of(request.probes.begin(), request.probes.end(),
                                      [](const ProbeSpec& p) { return p.location.is_return; });
     if (!returns) return "";
     for (pid_t pid : request.attach_pids)
         if (proc::thread_has_shadow_stack(pid, pid))
-            return "process " + std::to_string(pid) + " has hardware shadow stacks (return probes need the ptrace "
-                   "engine's --return-mode=insn)";
+            return "process " + std::to_string(pid) + " has hardware shadow stacks (return probes need "
+                   "--return-mode=insn)";
     return "";
 }
 
@@ -93,9 +94,6 @@ Result<void> InlineEngine::start(const TraceRequest& request, EventConsumer& con
         return Error("nothing to trace: give a command or -p PID");
     if (std::string why = shadow_stack_conflict(request); !why.empty()) return Error(why);
     for (const auto& spec : request.probes) {
-        if (spec.location.is_return && request.return_mode == ReturnMode::Instructions)
-            return Error("probe " + spec.name + ": --return-mode=insn needs --engine ptrace (the inline engine uses "
-                         "trampolines)");
         ProbeStats s;
         s.probe = spec.name;
         stats_.push_back(s);
@@ -416,6 +414,7 @@ void InlineEngine::follow_exec(Target& t) {
     t.semaphores.clear();
     t.first_site_at.clear();
     t.jumps.clear();
+    t.exit_chains.clear();
     t.entry_values.clear();
     t.entry_values_of.clear();
     t.counting_sites.clear();
@@ -573,9 +572,11 @@ std::optional<bool> has_loader(const std::string& file) {
 }  // namespace
 
 std::string inline_engine_unsuitable(const TraceRequest& request) {
+    // The inline engine's instruction mode hooks rets alone; the ptrace
+    // engine's also follows tail jumps and keeps @entry() values.
     for (const auto& spec : request.probes)
         if (spec.location.is_return && request.return_mode == ReturnMode::Instructions)
-            return "--return-mode=insn needs the ptrace engine";
+            return "--return-mode=insn: the ptrace engine's instruction mode also follows tail jumps and keeps @entry() values";
     if (std::string why = inline_engine::shadow_stack_conflict(request); !why.empty()) return why;
     if (request.command.empty()) return "";
     const std::string program = find_program(request.command[0]);

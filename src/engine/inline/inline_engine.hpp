@@ -131,13 +131,24 @@ struct Patch {
 };
 
 // A jump-patched address and what its trampoline was made from, to make
-// it again when a probe joining there needs the vector registers saved.
+// it again when a probe joining there needs the vector registers saved, or
+// a ret among its bytes gets an exit hook.
 struct JumpSite {
     std::vector<uint8_t> code;  // the file's bytes at the site (displaced + kMaxInstructionLength)
     size_t displaced = 0;
     uint32_t first_site = 0;    // the site index the trampoline passes
     bool vectors = false;       // the trampolines save xmm0..15
     uint64_t landing = 0;       // arch::Trampoline::landing (0: no return probes can use it)
+    bool entry = true;          // false: placed for its exit hooks alone (no site at its address)
+    std::vector<arch::ExitHook> exits;  // rets among its bytes hooked for return probes
+};
+
+// The exit hooks of one function's instruction-mode return probes: the
+// first probe's kSiteExit site (later ones join its chain) and the jump
+// sites whose trampolines call it.
+struct ExitChain {
+    uint32_t head = 0;
+    std::vector<uint64_t> jumps;
 };
 
 struct Target {
@@ -173,6 +184,7 @@ struct Target {
     uint32_t exec_acked = 0;                     // last exec_seq handled
     uint64_t return_trampoline = 0;              // remote; 0: no return probes yet
     std::map<uint64_t, JumpSite> jumps;          // site address -> its jump's trampoline
+    std::map<uint64_t, ExitChain> exit_chains;   // function entry -> its exit hooks
     uint64_t shadow_registry = 0;                // remote: the agent's shadow stack list
     std::set<std::pair<dev_t, ino_t>> unwinder_scanned;  // objects searched for unwinder entry points
     std::set<uint64_t> planned;  // every probe's sites in the objects being placed: no jump may cover one
@@ -265,7 +277,10 @@ private:
                                        bool function);
     Result<void> insert_int3(Target& t, pid_t tid, uint64_t address, std::span<const uint8_t> code, uint32_t index);
     Result<arch::Trampoline> write_trampoline(Target& t, pid_t tid, uint64_t address, const JumpSite& jump);
-    Result<void> save_vectors_at(Target& t, pid_t tid, uint64_t address);
+    Result<void> rewrite_jump(Target& t, pid_t tid, uint64_t address);
+    Result<bool> place_exits(Target& t, pid_t tid, elf::Binary& binary, const probe::Site& site, uint64_t address,
+                             uint32_t index, bool vectors, bool must, const std::vector<uint64_t>& rips,
+                             size_t* int3_exits);
     Result<uint64_t> find_dlopen(Target& t, const std::vector<Mapping>& maps);
     void init_region(abi::Header* h);
     void drain(Target& t);

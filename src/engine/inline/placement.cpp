@@ -18,6 +18,7 @@
 #include "arch/x86_64/relocate.hpp"
 #include "arch/x86_64/signal_frame.hpp"
 #include "base/strings.hpp"
+#include "engine/function_exits.hpp"
 #include "proc/ptrace.hpp"
 
 namespace uprobe::engine::inline_engine {
@@ -204,7 +205,13 @@ Result<void> InlineEngine::place_new_objects(Target& t, pid_t tid, bool at_start
                 for (const probe::Site& site : **sites)
                     if (auto address = site_address(site, maps, m)) t.planned.insert(*address);
         }
-        for (size_t i = 0; i < request_.probes.size(); ++i) {
+        // Return probes last: their exit hooks may take bytes around a
+        // ret, where an entry or offset probe must come first.
+        std::vector<size_t> order;
+        for (bool returns : {false, true})
+            for (size_t i = 0; i < request_.probes.size(); ++i)
+                if (request_.probes[i].location.is_return == returns) order.push_back(i);
+        for (size_t i : order) {
             if (!probe_wants(request_.probes[i], t, m, path)) continue;
             placed[i] = true;
             auto inserted = insert_probe(t, tid, m, maps, i, rips);
@@ -287,7 +294,10 @@ Result<void> InlineEngine::insert_internal_site(Target& t, pid_t tid, uint64_t a
 
 // Makes and writes the trampoline of a jump site (not the jump itself).
 Result<arch::Trampoline> InlineEngine::write_trampoline(Target& t, pid_t tid, uint64_t address, const JumpSite& jump) {
-    UPROBE_TRY(uint64_t at, allocate(t, tid, address, 1024));
+    // A register save, call and restore is ~350 bytes with the vector
+    // registers: room for the entry's and each exit hook's.
+    const uint64_t room = 1024 + 512 * jump.exits.size();
+    UPROBE_TRY(uint64_t at, allocate(t, tid, address, room));
     arch::TrampolineRequest r;
     r.site = address;
     r.original = jump.code;
@@ -297,30 +307,37 @@ Result<arch::Trampoline> InlineEngine::write_trampoline(Target& t, pid_t tid, ui
     r.argument = t.remote_region;
     r.index = jump.first_site;
     r.save_vector_registers = jump.vectors;
-    r.return_code = t.return_trampoline ? landings_go_to(t.return_trampoline, jump.vectors) : 0;
-    if (request_.count_only) {
+    r.return_code = t.return_trampoline && jump.entry ? landings_go_to(t.return_trampoline, jump.vectors) : 0;
+    r.entry = jump.entry;
+    r.exits = jump.exits;
+    if (request_.count_only && jump.entry) {
         // Count-only: a lock inc in the trampoline, no handler call.
         r.counter = t.remote_region + t.region->sites_offset + uint64_t{jump.first_site} * sizeof(abi::Site) +
                     offsetof(abi::Site, hits);
         t.counting_sites.insert(jump.first_site);
     }
     UPROBE_TRY(arch::Trampoline trampoline, arch::make_trampoline(r));
-    if (trampoline.code.size() > 1024) return Error("trampoline too large");
+    if (trampoline.code.size() > room) return Error("trampoline too large");
     UPROBE_CHECK(proc::write_memory(t.pid, at, trampoline.code.data(), trampoline.code.size()));
     return trampoline;
 }
 
-// A probe joining a jump site needs the vector registers, which its
-// trampoline does not save: the jump goes to a new trampoline that does
-// (threads are stopped; one inside the old trampoline finishes there, as
-// it stays mapped, and so do returns to its landing).
-Result<void> InlineEngine::save_vectors_at(Target& t, pid_t tid, uint64_t address) {
+// A jump site's trampoline made again (a probe joining there needs the
+// vector registers saved, or a ret among its bytes an exit hook), and the
+// jump sent there. Threads are stopped; one inside the old trampoline
+// finishes there, as it stays mapped, and so do returns to its landing.
+// Bytes displaced only now (taken in to reach a ret) keep their original
+// code in place: the old trampoline still jumps back to them.
+Result<void> InlineEngine::rewrite_jump(Target& t, pid_t tid, uint64_t address) {
     JumpSite& jump = t.jumps.at(address);
-    jump.vectors = true;
     UPROBE_TRY(arch::Trampoline trampoline, write_trampoline(t, tid, address, jump));
-    UPROBE_CHECK(proc::write_memory(t.pid, address, trampoline.patch.data(), trampoline.patch.size()));
-    for (Patch& patch : t.patches)
-        if (patch.address == address && !patch.int3) patch.patched = trampoline.patch;
+    for (Patch& patch : t.patches) {
+        if (patch.address != address || patch.int3) continue;
+        patch.patched.assign(trampoline.patch.begin(),
+                             trampoline.patch.begin() + static_cast<long>(patch.patched.size()));
+        UPROBE_CHECK(proc::write_memory(t.pid, address, patch.patched.data(), patch.patched.size()));
+    }
+    if (!jump.entry) return {};
     jump.landing = trampoline.landing;
     for (uint32_t i = jump.first_site;; i = abi::sites_of(t.region)[i].next - 1) {
         abi::Site& site = abi::sites_of(t.region)[i];
@@ -328,6 +345,178 @@ Result<void> InlineEngine::save_vectors_at(Target& t, pid_t tid, uint64_t addres
         if (!site.next) break;
     }
     return {};
+}
+
+// Instruction-mode return probes, for one function: each ret gets an
+// exit hook calling the agent with site `index` (kSiteExit) just before it
+// runs, so the function's stack is never written and its ret returns as
+// the return-stack buffer predicts. The hook goes
+//  - into the chain of a site at the ret itself;
+//  - into the trampoline of the jump site whose bytes hold the ret;
+//  - into a new jump site whose bytes end with the ret;
+//  - into the jump site just before the ret, its bytes taken on up to it;
+//  - else, with `must` (--return-mode=insn), into an int3 at the ret.
+// Without `must`, a function with a ret no jump reaches, or any exit but
+// a ret (a tail jump), is left alone: false, and nothing changed (the
+// caller hooks the return address at the entry instead).
+// Probes at addresses inside the function are placed before (insert order
+// in place_new_objects), so that no entry site finds its bytes taken.
+Result<bool> InlineEngine::place_exits(Target& t, pid_t tid, elf::Binary& binary, const probe::Site& site,
+                                       uint64_t address, uint32_t index, bool vectors, bool must,
+                                       const std::vector<uint64_t>& rips, size_t* int3_exits) {
+    auto refuse = [&](const std::string& why) -> Result<bool> {
+        if (must) return Error("--return-mode=insn: " + why);
+        return false;
+    };
+    abi::Header* h = t.region;
+    if (auto chain = t.exit_chains.find(address); chain != t.exit_chains.end()) {
+        // Another return probe of this function: its hooks call this site too.
+        uint32_t last = chain->second.head;
+        while (abi::sites_of(h)[last].next) last = abi::sites_of(h)[last].next - 1;
+        abi::sites_of(h)[last].next = index + 1;
+        for (uint64_t at : chain->second.jumps) {
+            JumpSite& jump = t.jumps.at(at);
+            if (!vectors || jump.vectors) continue;
+            jump.vectors = true;
+            UPROBE_CHECK(rewrite_jump(t, tid, at));
+        }
+        return true;
+    }
+    if (!site.function_size) return refuse("the size of " + site.function + " is unknown");
+    auto parts = function_parts(binary, site);
+    if (!parts) return refuse(parts.error().message());
+    ObjectData data;
+    data.read = [&binary](uint64_t vaddr, size_t size) { return binary.code(vaddr, size); };
+    data.relocated = binary.is_pie_or_shared();
+    auto exits = find_function_exits(*parts, site.function, &data);
+    if (!exits) return refuse(exits.error().message());
+    if (!exits->tail_jumps.empty() || !exits->indirect_tail_jumps.empty())
+        return refuse(site.function + " leaves by a tail jump (the inline engine hooks rets only; --engine ptrace "
+                      "follows tail jumps)");
+    auto read_table = [&binary](const arch::JumpTable& table) -> Result<std::span<const uint8_t>> {
+        if (table.form == arch::JumpTable::Form::Absolute && binary.is_pie_or_shared())
+            return Error("its entries are absolute addresses, which the loader relocates");
+        return binary.code(table.table, table.entries * table.entry_size());
+    };
+    const uint64_t bias = address - site.vaddr;
+
+    // The plan first, changing nothing: jump sites (existing or new) with
+    // their displaced bytes and hooked rets, rets with a site, int3 rets.
+    struct Range {
+        uint64_t start = 0;  // runtime
+        size_t displaced = 0;
+        bool existing = false;
+        std::vector<uint64_t> rets;
+    };
+    std::map<uint64_t, Range> ranges;
+    std::vector<uint64_t> chained, int3s;
+    auto range_at_or_before = [&](uint64_t at) -> std::optional<Range> {
+        std::optional<Range> best;
+        if (auto it = ranges.upper_bound(at); it != ranges.begin()) best = std::prev(it)->second;
+        if (auto it = t.jumps.upper_bound(at); it != t.jumps.begin()) {
+            auto j = std::prev(it);
+            if (!best || j->first > best->start) best = Range{j->first, j->second.displaced, true, {}};
+        }
+        return best;
+    };
+    // Bytes [lo, hi) free for a jump: no site placed or earlier int3 in
+    // them, and no site still to place (a return probe's entry, as all
+    // other probes come first) or stopped thread after their first byte.
+    auto clear = [&](uint64_t lo, uint64_t hi) {
+        auto placed = t.first_site_at.lower_bound(lo);
+        if (placed != t.first_site_at.end() && placed->first < hi) return false;
+        auto planned = t.planned.lower_bound(lo + 1);
+        if (planned != t.planned.end() && *planned < hi) return false;
+        auto earlier = t.earlier_int3.lower_bound(lo);
+        if (earlier != t.earlier_int3.end() && *earlier < hi) return false;
+        return std::none_of(rips.begin(), rips.end(), [&](uint64_t rip) { return rip > lo && rip < hi; });
+    };
+    std::vector<uint64_t> rets = exits->returns;
+    std::sort(rets.begin(), rets.end());
+    for (uint64_t ret_vaddr : rets) {
+        const uint64_t ret = ret_vaddr + bias;
+        if (t.first_site_at.count(ret)) {
+            chained.push_back(ret);
+            continue;
+        }
+        std::optional<Range> below = range_at_or_before(ret);
+        if (below && ret < below->start + below->displaced) {
+            ranges.try_emplace(below->start, *below).first->second.rets.push_back(ret);
+            continue;
+        }
+        // The part holding the ret goes first: check_jump_site's site is in parts[0].
+        std::vector<arch::CodeRange> own = *parts;
+        for (size_t i = 1; i < own.size(); ++i)
+            if (ret_vaddr >= own[i].start && ret_vaddr < own[i].start + own[i].code.size()) std::swap(own[0], own[i]);
+        auto fits = [&](uint64_t start_vaddr) {
+            auto checked = arch::check_jump_site(own, start_vaddr, read_table, ret_vaddr + 1);
+            return checked && start_vaddr + *checked == ret_vaddr + 1;
+        };
+        std::optional<uint64_t> start;  // vaddr of a new range's first instruction
+        if (auto starts = arch::instruction_boundaries(own[0].code, own[0].start)) {
+            for (uint64_t s : *starts)
+                if (s + arch::kJumpPatchSize <= ret_vaddr + 1) start = s;
+        }
+        const bool new_range_free =
+            start && !(below && below->start + below->displaced > *start + bias) && clear(*start + bias, ret + 1);
+        if (new_range_free && fits(*start)) {
+            ranges[*start + bias] = Range{*start + bias, ret_vaddr + 1 - *start, false, {ret}};
+            continue;
+        }
+        // The jump site just before, its bytes taken on through the ret.
+        if (below && below->start >= own[0].start + bias && clear(below->start + below->displaced, ret + 1) &&
+            fits(below->start - bias)) {
+            Range& r = ranges.try_emplace(below->start, *below).first->second;
+            r.displaced = ret + 1 - r.start;
+            r.rets.push_back(ret);
+            continue;
+        }
+        if (!must) return false;
+        int3s.push_back(ret);
+    }
+
+    // Then the changes.
+    ExitChain chain{index, {}};
+    for (auto& [start, r] : ranges) {
+        std::vector<arch::ExitHook> hooks;
+        for (uint64_t ret : r.rets) hooks.push_back({ret, index});
+        UPROBE_TRY(auto code, binary.code(start - bias, r.displaced + arch::kMaxInstructionLength));
+        if (r.existing) {
+            JumpSite& jump = t.jumps.at(start);
+            jump.code.assign(code.begin(), code.end());
+            jump.displaced = r.displaced;
+            jump.vectors |= vectors;
+            jump.exits.insert(jump.exits.end(), hooks.begin(), hooks.end());
+            UPROBE_CHECK(rewrite_jump(t, tid, start));
+        } else {
+            std::vector<uint8_t> original(code.begin(), code.begin() + static_cast<long>(r.displaced));
+            std::vector<uint8_t> current(r.displaced);
+            UPROBE_CHECK(proc::read_memory(t.pid, start, current.data(), current.size()));
+            if (current != original)
+                return Error("code at " + hex(start) + " differs from the file (breakpoint of another debugger?)");
+            JumpSite jump{std::vector<uint8_t>(code.begin(), code.end()), r.displaced, 0, vectors, 0};
+            jump.entry = false;
+            jump.exits = std::move(hooks);
+            UPROBE_TRY(arch::Trampoline trampoline, write_trampoline(t, tid, start, jump));
+            UPROBE_CHECK(proc::write_memory(t.pid, start, trampoline.patch.data(), trampoline.patch.size()));
+            t.patches.push_back(Patch{start, false, original, trampoline.patch});
+            t.jumps[start] = std::move(jump);
+        }
+        chain.jumps.push_back(start);
+    }
+    for (uint64_t ret : chained) {
+        uint32_t last = t.first_site_at.at(ret);
+        while (abi::sites_of(h)[last].next) last = abi::sites_of(h)[last].next - 1;
+        if (last != index) abi::sites_of(h)[last].next = index + 1;
+    }
+    for (uint64_t ret : int3s) {
+        UPROBE_TRY(auto code, binary.code(ret - bias, 1));
+        UPROBE_CHECK(insert_int3(t, tid, ret, code, index));
+        t.first_site_at[ret] = index;
+        ++*int3_exits;
+    }
+    t.exit_chains[address] = std::move(chain);
+    return true;
 }
 
 // Return probes: the return trampolines (once per process; any address,
@@ -455,7 +644,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
     UPROBE_TRY(const std::vector<probe::Site>* sites, sites_of(probe_index, path));
     UPROBE_TRY(elf::Binary * binary, resolver_.binary(path));
     abi::Header* h = t.region;
-    size_t int3_sites = 0;
+    size_t int3_sites = 0, by_rets = 0, int3_exits = 0;
     auto raise_semaphore = [&](const probe::Site& site, uint64_t bias) -> Result<void> {
         if (!site.marker || !site.marker->semaphore_vaddr) return {};
         uint64_t semaphore = site.marker->semaphore_vaddr + bias;
@@ -528,12 +717,38 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             for (size_t a = 0; a < info.programs.size(); ++a)
                 abi::programs_of(h)[h->program_count + a] = info.programs[a];
 
+            // Instruction mode (see place_exits): the return is found at the
+            // function's rets and nothing is placed at its entry; a frame
+            // (@entry values, $duration) needs the entry, so the return
+            // address is hooked there instead.
+            const bool framed = at_entry > 0 || std::any_of(info.programs.begin(), info.programs.end(), [](const auto& p) {
+                                    return p.format == probe::FetchFormat::Duration;
+                                });
+            const bool must = request_.return_mode == ReturnMode::Instructions;
+            if (hooks_return && must && framed)
+                return Error("probe " + spec.name + ": the inline engine's --return-mode=insn takes no @entry() or "
+                             "$duration (--engine ptrace does)");
+            if (hooks_return && !framed && request_.return_mode != ReturnMode::Trampoline) {
+                UPROBE_TRY(bool hooked, place_exits(t, tid, *binary, site, address, index, needs_fpregs, must, rips,
+                                                    &int3_exits));
+                if (hooked) {
+                    slot.flags = (slot.flags & ~uint32_t{abi::kSiteReturnEntry}) | abi::kSiteExit;
+                    h->program_count += static_cast<uint32_t>(info.programs.size());
+                    t.sites.push_back(std::move(info));
+                    __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
+                    ++by_rets;
+                    stats_[probe_index].sites++;
+                    return {};
+                }
+            }
             if (auto existing = t.first_site_at.find(address); existing != t.first_site_at.end()) {
                 // A second probe at a patched address joins its chain.
                 if (t.counting_sites.count(existing->second)) info.hits_from = existing->second;
                 if (auto jump = t.jumps.find(address); jump != t.jumps.end()) {
-                    if (needs_fpregs && !jump->second.vectors && !request_.count_only)
-                        UPROBE_CHECK(save_vectors_at(t, tid, address).context(where));
+                    if (needs_fpregs && !jump->second.vectors && !request_.count_only) {
+                        jump->second.vectors = true;
+                        UPROBE_CHECK(rewrite_jump(t, tid, address).context(where));
+                    }
                     if (hooks_return) slot.landing = jump->second.landing;
                 }
                 uint32_t last = existing->second;
@@ -561,11 +776,18 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                         no_jump = "another probe's site is in the bytes a jump would take";
                     for (uint64_t rip : rips)
                         if (rip > address && rip < address + displaced) no_jump = "a thread is stopped inside the bytes";
+                    if (auto j = t.jumps.lower_bound(address + displaced);
+                        j != t.jumps.begin() && std::prev(j)->first + std::prev(j)->second.displaced > address)
+                        no_jump = "a return probe's exit hook has the bytes";
                     if (auto e = t.earlier_int3.lower_bound(address);
                         e != t.earlier_int3.end() && *e < address + displaced)
                         no_jump = "an earlier session's int3 site is in the bytes (a thread may still resume from it)";
                 }
                 if (!no_jump.empty()) {
+                    if (auto j = t.jumps.upper_bound(address);
+                        j != t.jumps.begin() && std::prev(j)->first + std::prev(j)->second.displaced > address)
+                        return Error("probe " + spec.name + " " + where + ": inside the bytes of a return probe's "
+                                     "exit hook");
                     UPROBE_TRY(auto code, binary->code(site.vaddr, arch::kMaxInstructionLength + 1));
                     h->program_count += static_cast<uint32_t>(info.programs.size());
                     t.sites.push_back(std::move(info));
@@ -606,7 +828,11 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
     const size_t count = placement.placed();
     note("probe " + spec.name + ": " + std::to_string(count) + " site" + (count == 1 ? "" : "s") + " in " + any.path +
          " of " + std::to_string(t.pid) + " (" + std::to_string(count - int3_sites) + " jump, " +
-         std::to_string(int3_sites) + " int3)");
+         std::to_string(int3_sites) + " int3" +
+         (by_rets ? "; returns hooked at the rets of " + std::to_string(by_rets) + " function" +
+                        (by_rets == 1 ? "" : "s") + (int3_exits ? ", " + std::to_string(int3_exits) + " by int3" : "")
+                  : "") +
+         ")");
     return {};
 }
 
