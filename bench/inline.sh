@@ -89,6 +89,18 @@ done
 # function left by a tail jump, takes the return address at the entry.
 echo "pair with the return address hooked (--return-mode trampoline), vs the entry probe:$hooked_pairs"
 
+# --latency: the agent counts each return's duration in shared memory
+# (no record); beside it the same return probe writing a record with
+# $duration, which is what --latency did before.
+base=$("$loop" push "$round_n" "$rounds" | ns)
+s=$("$uprobe" trace --engine inline --latency -o "$work/latency" site_push -- "$loop" push "$round_n" "$rounds" \
+    2>"$work/err" | ns)
+timed=$(sub "$s" "$base")
+s=$("$uprobe" trace --engine inline -o "$work/events" 'site_push%return d=$duration' -- "$loop" push "$round_n" \
+    "$rounds" 2>"$work/err" | ns)
+recorded=$(sub "$s" "$base")
+echo "--latency on the push site: $timed ns a call counted in the program; $recorded ns with a \$duration record"
+
 # The trampolines alone (no agent, no record), in-process on a copy of
 # site_push: what an entry probe and a pair with the return address
 # hooked pay before any record. That pair's second trampoline, its call of

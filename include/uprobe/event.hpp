@@ -85,6 +85,11 @@ struct ProbeStats {
     uint64_t hits = 0;
     uint64_t sites = 0;   // places the probe was inserted, summed over processes
     uint64_t dropped = 0; // events lost (never silently: reported at exit)
+    // SessionOptions::latency_only: the durations of the probe's returns,
+    // counted per bucket of uprobe/latency.hpp (kBuckets counts; empty
+    // otherwise), and the longest exactly.
+    std::vector<uint64_t> latency;
+    uint64_t latency_max_ns = 0;
 };
 
 }  // namespace uprobe

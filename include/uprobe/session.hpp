@@ -120,6 +120,12 @@ struct SessionOptions {
     // the program's shared memory and the event callback is not called.
     // Ignored with a condition, which needs the events.
     bool count_only = false;
+    // Only the durations of return probes are wanted, as histograms
+    // (ProbeStats::latency, uprobe/latency.hpp): the inline engine counts
+    // them in the program's shared memory with no record per call, the
+    // ptrace engine's events are counted by the session; the event
+    // callback is not called. Ignored with a condition.
+    bool latency_only = false;
     // The inline engine drops (and counts) records a full ring has no room
     // for; with no_drop the writing thread waits for the tracer to drain
     // instead (so the program slows to the tracer's pace). The ptrace

@@ -2,7 +2,8 @@
 // the in-process agent (libuprobe-agent.so): one memfd region, mapped
 // MAP_SHARED by both, laid out as
 //
-//   Header | Site[site_capacity] | FetchProgram[program_capacity] | Ring[ring_count]
+//   Header | Site[site_capacity] | FetchProgram[program_capacity] |
+//   Int3Entry[int3_capacity] | Ring[ring_count] | Latency[latency_probes]
 //
 // Bump kAbiVersion whenever the layout or the meaning of a field changes:
 // the agent refuses a region of another version (it never guesses).
@@ -22,11 +23,12 @@
 #include <stdint.h>
 
 #include "probe/fetch_program.hpp"
+#include "uprobe/latency.hpp"
 
 namespace uprobe::agent {
 
 constexpr uint32_t kMagic = 0x75707262;  // "uprb"
-constexpr uint32_t kAbiVersion = 13;
+constexpr uint32_t kAbiVersion = 14;
 
 // Environment variable naming the inherited region fd at launch.
 constexpr const char kRegionFdEnv[] = "UPROBE_AGENT_FD";
@@ -63,6 +65,9 @@ enum SiteFlags : uint32_t {
     // A ret of a FUNC%return probe placed by instructions (no @entry
     // values, no $duration): the hit is the return (kRecordExit).
     kSiteExit = 256,
+    // A FUNC%return entry whose returns are only timed (--latency): the
+    // return adds its duration to its probe's Latency, and writes no record.
+    kSiteLatency = 512,
 };
 constexpr uint32_t kInternalProbe = 0xffffffff;  // Site::probe_id of engine-internal sites
 
@@ -209,6 +214,13 @@ struct SemaphoreEntry {
 constexpr uint32_t kMaxSemaphores = 128;
 constexpr uint32_t kMaxPendingChildren = 16;
 
+// The durations of one probe's returns (kSiteLatency), in the buckets of
+// uprobe/latency.hpp; every word atomic.
+struct Latency {
+    uint64_t max_ns;
+    uint64_t counts[latency::kBuckets];
+};
+
 struct Header {
     uint32_t magic;
     uint32_t abi_version;
@@ -260,7 +272,11 @@ struct Header {
     // atomic: 1 + the highest ring index ever claimed (threads claim the
     // lowest free ring), so the tracer scans only rings that may hold records.
     uint32_t rings_used;
-    uint32_t pad;
+    uint32_t latency_probes;    // Latency tables, one per probe id below this
+    uint64_t latency_offset;
+    // rdtsc ticks to ns: ns = ticks * ns_per_tick_q32 >> 32 (atomic; the
+    // tracer calibrates it before the probes go in, and refines it).
+    uint64_t ns_per_tick_q32;
 };
 static_assert(sizeof(Header) <= 4096, "the header has its own page (Layout::sites_offset)");
 
@@ -270,6 +286,7 @@ struct Layout {
     uint32_t ring_count;
     uint64_t ring_size;
     uint32_t int3_capacity;
+    uint32_t latency_probes;
 
     static constexpr uint64_t align(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
     constexpr uint64_t sites_offset() const { return align(sizeof(Header), 4096); }
@@ -281,7 +298,8 @@ struct Layout {
         return align(int3_offset() + uint64_t{int3_capacity} * sizeof(Int3Entry), 4096);
     }
     constexpr uint64_t ring_stride() const { return align(sizeof(RingControl) + ring_size, 4096); }
-    constexpr uint64_t total() const { return rings_offset() + uint64_t{ring_count} * ring_stride(); }
+    constexpr uint64_t latency_offset() const { return rings_offset() + uint64_t{ring_count} * ring_stride(); }
+    constexpr uint64_t total() const { return latency_offset() + align(uint64_t{latency_probes} * sizeof(Latency), 4096); }
 };
 
 inline Site* sites_of(Header* h) { return reinterpret_cast<Site*>(reinterpret_cast<char*>(h) + h->sites_offset); }
@@ -293,6 +311,9 @@ inline Int3Entry* int3_table_of(Header* h) {
 }
 inline RingControl* ring_of(Header* h, uint32_t i) {
     return reinterpret_cast<RingControl*>(reinterpret_cast<char*>(h) + h->rings_offset + uint64_t{i} * h->ring_stride);
+}
+inline Latency* latency_of(Header* h, uint32_t probe) {
+    return reinterpret_cast<Latency*>(reinterpret_cast<char*>(h) + h->latency_offset) + probe;
 }
 inline uint8_t* ring_data(RingControl* r) { return reinterpret_cast<uint8_t*>(r) + sizeof(RingControl); }
 

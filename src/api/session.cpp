@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <variant>
@@ -19,6 +20,7 @@
 #include "proc/proc.hpp"
 #include "proc/ptrace.hpp"
 #include "stack/unwind.hpp"
+#include "uprobe/latency.hpp"
 
 namespace uprobe {
 
@@ -136,6 +138,9 @@ struct Session::Impl final : engine::EventConsumer {
     std::vector<ProbeSpec> probes;
     std::deque<std::atomic<bool>> removed;
     std::deque<std::atomic<uint64_t>> delivered;
+    // latency_only: durations of return events the session saw (the
+    // engine's own, counted in place, come with its stats), by probe id.
+    std::map<uint32_t, std::pair<std::vector<uint64_t>, uint64_t>> latency;  // buckets, max
     std::vector<Target> targets;
     std::optional<api::Condition> condition;
     EventCallback event_callback;
@@ -165,6 +170,15 @@ struct Session::Impl final : engine::EventConsumer {
             // Every writer holds probes_mutex: no locked add needed.
             auto& count = delivered[event.probe_id];
             count.store(count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+            if (options.latency_only) {
+                if (event.is_return) {
+                    auto& [buckets, longest] = latency[event.probe_id];
+                    if (buckets.empty()) buckets.resize(latency::kBuckets);
+                    buckets[latency::bucket_of(event.duration_ns)]++;
+                    longest = std::max(longest, event.duration_ns);
+                }
+                return engine::HitAction::Continue;
+            }
         }
         if (!event_callback) return engine::HitAction::Continue;
         Action action;
@@ -290,6 +304,7 @@ Result<void> Session::start() {
     request.string_max = s.options.string_max;
     request.colocate = s.options.colocate;
     request.count_only = s.options.count_only && !s.condition;
+    request.latency_only = s.options.latency_only && !s.condition;
     request.no_drop = s.options.no_drop;
     request.registers = s.options.registers;
     if (s.options.return_mode == "trampoline") request.return_mode = engine::ReturnMode::Trampoline;
@@ -378,9 +393,21 @@ std::vector<ProbeStats> Session::stats() const {
     auto stats = impl_->engine->stats();
     // Hits the condition filtered out, or of removed probes, are not hits
     // the caller saw.
+    // Durations the engine timed in place are hits no event brought.
     const bool counted_in_place = impl_->options.count_only && !impl_->condition;
-    for (size_t i = 0; i < stats.size() && i < impl_->delivered.size() && !counted_in_place; ++i)
-        stats[i].hits = impl_->delivered[i].load();
+    std::lock_guard lock(impl_->probes_mutex);
+    for (size_t i = 0; i < stats.size() && i < impl_->delivered.size() && !counted_in_place; ++i) {
+        uint64_t timed_in_place = 0;
+        for (uint64_t n : stats[i].latency) timed_in_place += n;
+        stats[i].hits = impl_->delivered[i].load() + timed_in_place;
+    }
+    for (const auto& [id, seen] : impl_->latency) {
+        if (id >= stats.size()) continue;
+        ProbeStats& s = stats[id];
+        if (s.latency.empty()) s.latency.resize(latency::kBuckets);
+        for (uint32_t k = 0; k < latency::kBuckets; ++k) s.latency[k] += seen.first[k];
+        s.latency_max_ns = std::max(s.latency_max_ns, seen.second);
+    }
     return stats;
 }
 

@@ -59,6 +59,7 @@ int run_trace(const TraceOptions& options) {
     session_options.colocate = options.colocate;
     session_options.engine = options.engine;
     session_options.count_only = options.count && options.count_by == "probe";  // per pid needs events
+    session_options.latency_only = options.latency;
     session_options.no_drop = options.no_drop;
     session_options.registers = false;  // events show arguments, never registers
     session_options.stacks = !options.stack.empty();

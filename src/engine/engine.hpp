@@ -53,6 +53,9 @@ struct TraceRequest {
                                        // ptrace call per hit)
     bool count_only = false;           // only stats() hits are wanted: an engine may
                                        // count in place and deliver no events (inline)
+    bool latency_only = false;         // only return probes' durations are wanted: an
+                                       // engine may count them in stats().latency and
+                                       // deliver no event for those (inline)
     bool no_drop = false;              // a thread whose event ring is full waits for the
                                        // tracer instead of dropping the record (inline)
     bool registers = false;            // each record carries the general registers (inline;

@@ -1,15 +1,18 @@
-// --latency: durations of return events, per probe, as a log2 histogram in
+// --latency: durations of return probes, per probe, as a log2 histogram in
 // the layout of bpftrace's hist() (so its users read it at a glance), with
-// exact percentiles from every kept duration (8 bytes per return).
+// percentiles. The durations come counted in buckets (ProbeStats::latency,
+// uprobe/latency.hpp: the agent counts them in the program); the log2 rows
+// add up whole buckets, so they are exact; a percentile is the highest
+// value of the bucket that holds it (within 6.25%), at most the maximum.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <map>
 #include <nlohmann/json.hpp>
 
 #include "sink/sink.hpp"
+#include "uprobe/latency.hpp"
 
 namespace uprobe::sink {
 namespace {
@@ -49,71 +52,86 @@ std::string human_ns(uint64_t ns) {
     return fmt::format("{:.2f}s", static_cast<double>(ns) / 1e9);
 }
 
-// Nearest rank: the smallest value with at least p% of the values at or below it.
-uint64_t percentile(const std::vector<uint64_t>& sorted, double p) {
-    size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
-    return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
+// The log2 rows of a probe's buckets, and their total.
+struct Rows {
+    uint64_t counts[kBuckets] = {};
+    uint64_t total = 0;
+};
+Rows rows_of(const std::vector<uint64_t>& buckets) {
+    Rows rows;
+    for (uint32_t k = 0; k < buckets.size(); ++k) {
+        rows.counts[bucket_of(latency::bucket_low(k))] += buckets[k];
+        rows.total += buckets[k];
+    }
+    return rows;
+}
+
+// Nearest rank: the bucket of the smallest value with at least p% of the
+// values at or below it; its highest value, at most the maximum.
+uint64_t percentile(const ProbeStats& s, uint64_t total, double p) {
+    const uint64_t rank = std::clamp<uint64_t>(
+        static_cast<uint64_t>(std::ceil(p / 100.0 * static_cast<double>(total))), 1, total);
+    uint64_t seen = 0;
+    for (uint32_t k = 0; k < s.latency.size(); ++k) {
+        seen += s.latency[k];
+        if (seen >= rank) return std::min(latency::bucket_high(k), s.latency_max_ns);
+    }
+    return s.latency_max_ns;
 }
 
 class LatencySink final : public Sink {
 public:
     LatencySink(FILE* out, bool json) : out_(out), json_(json) {}
-    bool event(const Event& e) override {
-        if (e.is_return) durations_[e.probe].push_back(e.duration_ns);
-        return true;
-    }
+    // The session counts the durations (SessionOptions::latency_only).
+    bool event(const Event&) override { return true; }
     void finish(const std::vector<ProbeStats>& stats) override {
         for (const auto& s : stats) {
-            auto& values = durations_[s.probe];
-            std::sort(values.begin(), values.end());
             if (json_)
-                print_json(s.probe, values);
+                print_json(s);
             else
-                print_text(s.probe, values);
+                print_text(s);
         }
         std::fflush(out_);
     }
 
 private:
-    void print_text(const std::string& probe, const std::vector<uint64_t>& sorted) {
-        if (sorted.empty()) {
-            fmt::print(out_, "{}: no returns\n\n", probe);
+    void print_text(const ProbeStats& s) {
+        const Rows rows = rows_of(s.latency);
+        if (rows.total == 0) {
+            fmt::print(out_, "{}: no returns\n\n", s.probe);
             return;
         }
-        uint64_t counts[kBuckets] = {};
-        for (uint64_t v : sorted) counts[bucket_of(v)]++;
         int first = 0, last = kBuckets - 1;
-        while (counts[first] == 0) ++first;
-        while (counts[last] == 0) --last;
-        uint64_t most = *std::max_element(counts, counts + kBuckets);
-        fmt::print(out_, "@{} (ns):\n", probe);
+        while (rows.counts[first] == 0) ++first;
+        while (rows.counts[last] == 0) --last;
+        uint64_t most = *std::max_element(rows.counts, rows.counts + kBuckets);
+        fmt::print(out_, "@{} (ns):\n", s.probe);
         for (int k = first; k <= last; ++k) {
-            size_t bar = static_cast<size_t>(counts[k] * kBarWidth / most);
-            fmt::print(out_, "{:<16}{:>8} |{:<{}}|\n", bucket_label(k), counts[k], std::string(bar, '@'),
+            size_t bar = static_cast<size_t>(rows.counts[k] * kBarWidth / most);
+            fmt::print(out_, "{:<16}{:>8} |{:<{}}|\n", bucket_label(k), rows.counts[k], std::string(bar, '@'),
                        kBarWidth);
         }
-        fmt::print(out_, "count {}  p50 {}  p90 {}  p99 {}  max {}\n\n", sorted.size(),
-                   human_ns(percentile(sorted, 50)), human_ns(percentile(sorted, 90)),
-                   human_ns(percentile(sorted, 99)), human_ns(sorted.back()));
+        fmt::print(out_, "count {}  p50 {}  p90 {}  p99 {}  max {}\n\n", rows.total,
+                   human_ns(percentile(s, rows.total, 50)), human_ns(percentile(s, rows.total, 90)),
+                   human_ns(percentile(s, rows.total, 99)), human_ns(s.latency_max_ns));
     }
 
-    void print_json(const std::string& probe, const std::vector<uint64_t>& sorted) {
+    void print_json(const ProbeStats& s) {
+        const Rows rows = rows_of(s.latency);
         nlohmann::ordered_json j;
-        j["probe"] = probe;
-        j["count"] = sorted.size();
-        if (!sorted.empty()) {
-            j["p50_ns"] = percentile(sorted, 50);
-            j["p90_ns"] = percentile(sorted, 90);
-            j["p99_ns"] = percentile(sorted, 99);
-            j["max_ns"] = sorted.back();
-            uint64_t counts[kBuckets] = {};
-            for (uint64_t v : sorted) counts[bucket_of(v)]++;
+        j["probe"] = s.probe;
+        j["count"] = rows.total;
+        if (rows.total) {
+            j["p50_ns"] = percentile(s, rows.total, 50);
+            j["p90_ns"] = percentile(s, rows.total, 90);
+            j["p99_ns"] = percentile(s, rows.total, 99);
+            j["max_ns"] = s.latency_max_ns;
             nlohmann::ordered_json buckets = nlohmann::ordered_json::array();
             for (int k = 0; k < kBuckets; ++k) {
-                if (!counts[k]) continue;
+                if (!rows.counts[k]) continue;
                 nlohmann::ordered_json b;
                 b["min_ns"] = bucket_low(k);
-                b["count"] = counts[k];
+                b["count"] = rows.counts[k];
                 buckets.push_back(std::move(b));
             }
             j["buckets"] = std::move(buckets);
@@ -123,7 +141,6 @@ private:
 
     FILE* out_;
     bool json_;
-    std::map<std::string, std::vector<uint64_t>> durations_;
 };
 
 }  // namespace

@@ -99,6 +99,26 @@ TEST_P(CliReturn, LatencyAsJson) {
     EXPECT_LE(j["p99_ns"].get<uint64_t>(), j["max_ns"].get<uint64_t>());
 }
 
+// The durations are real: nap() sleeps 1 ms, so no call may read less
+// (the inline engine's agent converts its own timestamps to ns; the
+// session counts the ptrace engine's), and none near a second.
+TEST_P(CliReturn, LatencyOfACallOfKnownLeastDuration) {
+    const std::string bin = target_path("ret_funcs");
+    auto r = run(trace({"--latency", "--format", "json", "-o", "/dev/stdout", "nap", "--", bin, "nap", "20"}));
+    ASSERT_EQ(r.status, 0) << r.describe();
+    auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 2u) << r.out;
+    EXPECT_EQ(lines[0], "slept 20000 us");
+    auto j = nlohmann::json::parse(lines[1]);
+    EXPECT_EQ(j["count"], 20);
+    for (const auto& b : j["buckets"]) EXPECT_GE(b["min_ns"].get<uint64_t>(), 524288u) << b;  // [512K, 1M) holds 1 ms
+    EXPECT_GE(j["p50_ns"].get<uint64_t>(), 1000000u);
+    EXPECT_LE(j["p50_ns"].get<uint64_t>(), j["p90_ns"].get<uint64_t>());
+    EXPECT_LE(j["p90_ns"].get<uint64_t>(), j["p99_ns"].get<uint64_t>());
+    EXPECT_LE(j["p99_ns"].get<uint64_t>(), j["max_ns"].get<uint64_t>());
+    EXPECT_LT(j["max_ns"].get<uint64_t>(), 1000000000u);
+}
+
 // half(x) = x / 2 returns a double: with DWARF, a bare $retval shows it
 // (xmm0); a copy without debug info (strip --strip-debug, the symbols stay)
 // has nothing to say it is not an integer, so rax it is, as before.
@@ -129,7 +149,8 @@ TEST_P(CliReturn, FloatReturnTypeFromDwarf) {
     EXPECT_TRUE(std::regex_search(raw_text, std::regex(R"( h: \(0x[0-9a-f]+\) v=\d+\n)"))) << raw_text;
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, CliReturn, ::testing::Values("ptrace/trampoline", "ptrace/insn", "inline/trampoline"));
+INSTANTIATE_TEST_SUITE_P(Modes, CliReturn,
+                         ::testing::Values("ptrace/trampoline", "ptrace/insn", "inline/trampoline", "inline/auto"));
 
 TEST(CliReturnErrors, LatencyNeedsFunctions) {
     auto r = run(trace({"--latency", "square+4", "--", target_path("ret_funcs")}));

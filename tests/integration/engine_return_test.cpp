@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "engine_support.hpp"
+#include "uprobe/latency.hpp"
 
 namespace uprobe::engine::test {
 namespace {
@@ -23,6 +24,7 @@ struct Options {
     bool follow = false;
     std::function<void(Engine&, const Event&)> after_event;
     std::string engine = "ptrace";
+    bool latency_only = false;
 };
 
 std::unique_ptr<Engine> make_engine(const std::string& name) {
@@ -41,6 +43,7 @@ LaunchResult launch_returns(const std::vector<std::string>& probes, const std::v
     request.command = argv;
     request.follow_children = options.follow;
     request.return_mode = options.mode;
+    request.latency_only = options.latency_only;
     CapturedStdout capture;
     auto started = engine->start(request, collector);
     capture.restore();
@@ -456,6 +459,33 @@ TEST(ReturnsInline, DeeperThanTheShadowStackStaysCorrect) {
     bool said = false;
     for (const auto& n : notes) said |= n.find("1809 calls' returns were not hooked") != std::string::npos;
     EXPECT_TRUE(said);
+}
+
+// --latency in the inline engine: the agent counts each return's duration
+// in the program's shared memory and writes no record; the durations are
+// real (nap() sleeps 1 ms).
+TEST(InlineReturns, LatencyIsCountedInTheProgramWithoutEvents) {
+    const std::vector<std::string> argv = {target("ret_funcs"), "nap", "20"};
+    Options o;
+    o.engine = "inline";
+    o.mode = ReturnMode::Auto;
+    o.latency_only = true;
+    auto r = launch_returns({"nap=nap%return $duration"}, argv, o);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    EXPECT_TRUE(r.events.empty());
+    ASSERT_EQ(r.stats.size(), 1u);
+    EXPECT_EQ(r.stats[0].hits, 20u);
+    ASSERT_EQ(r.stats[0].latency.size(), latency::kBuckets);
+    uint64_t counted = 0;
+    for (uint32_t k = 0; k < latency::kBuckets; ++k) {
+        if (!r.stats[0].latency[k]) continue;
+        counted += r.stats[0].latency[k];
+        EXPECT_GE(latency::bucket_high(k), 1000000u) << "a bucket below 1 ms: " << latency::bucket_low(k);
+    }
+    EXPECT_EQ(counted, 20u);
+    EXPECT_GE(r.stats[0].latency_max_ns, 1000000u);
+    EXPECT_LT(r.stats[0].latency_max_ns, 1000000000u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, Returns,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 __attribute__((noinline)) long square(long x) { return x * x; }
@@ -18,6 +19,14 @@ __attribute__((noinline)) long depth(long n) { return n == 0 ? 0 : depth(n - 1) 
 // instruction-mode return probes never change.
 __attribute__((noinline)) unsigned long own_return_address(void) {
     return (unsigned long)__builtin_return_address(0);
+}
+
+// Sleeps `us` microseconds: a call of known least duration.
+__attribute__((noinline)) long nap(long us) {
+    struct timespec t = {0, us * 1000};
+    while (nanosleep(&t, &t) != 0) {
+    }
+    return us;
 }
 
 __attribute__((noinline)) double half(double x) { return x / 2; }
@@ -88,6 +97,10 @@ int main(int argc, char** argv) {
         long sum = 0;
         for (long i = 0; i < n; ++i) sum += square(i);
         printf("sum %ld\n", sum);
+    } else if (strcmp(mode, "nap") == 0) {
+        long slept = 0;
+        for (long i = 0; i < n; ++i) slept += nap(1000);
+        printf("slept %ld us\n", slept);
     } else if (strcmp(mode, "caller") == 0) {
         for (long i = 0; i < n; ++i) printf("main+%lx\n", own_return_address() - (unsigned long)&main);
     } else if (strcmp(mode, "float") == 0) {

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "sink/sink.hpp"
+#include "uprobe/latency.hpp"
 
 namespace uprobe::sink {
 namespace {
@@ -251,6 +252,67 @@ TEST(JsonSink, StackFrames) {
                           {"line", 12}, {"inlined", true}}));
     EXPECT_EQ(s[1], Json({{"pc", 0x2000}, {"function", ""}, {"offset", 0}, {"object", "libc.so.6"}}));
     EXPECT_EQ(lines[0]["args"], Json::object());
+}
+
+// Every value falls in its bucket, buckets tile 0..2^64 without gaps,
+// every power of two starts one, and none is wider than 1/16 of its low.
+TEST(LatencyBuckets, TileTheRangeInSixteenthsOfEachPowerOfTwo) {
+    using namespace latency;
+    EXPECT_EQ(bucket_low(0), 0u);
+    EXPECT_EQ(bucket_high(kBuckets - 1), ~uint64_t{0});
+    for (uint32_t k = 0; k + 1 < kBuckets; ++k) {
+        ASSERT_EQ(bucket_high(k) + 1, bucket_low(k + 1)) << k;
+        ASSERT_EQ(bucket_of(bucket_low(k)), k);
+        ASSERT_EQ(bucket_of(bucket_high(k)), k);
+        if (bucket_low(k) >= 16) {
+            ASSERT_LE((bucket_high(k) - bucket_low(k) + 1) * 16, bucket_low(k)) << k;
+        }
+    }
+    for (int power = 0; power < 64; ++power) {
+        const uint64_t v = uint64_t{1} << power;
+        EXPECT_EQ(bucket_low(bucket_of(v)), v) << power;
+    }
+    EXPECT_EQ(bucket_of(~uint64_t{0}), kBuckets - 1);
+}
+
+// What --latency prints, from durations counted in buckets.
+std::string latency_output(const std::vector<uint64_t>& durations, bool json) {
+    ProbeStats s;
+    s.probe = "f";
+    s.latency.resize(latency::kBuckets);
+    for (uint64_t d : durations) {
+        s.latency[latency::bucket_of(d)]++;
+        s.latency_max_ns = std::max(s.latency_max_ns, d);
+    }
+    FILE* file = std::tmpfile();
+    make_latency_sink(file, json)->finish({s});
+    std::rewind(file);
+    std::string out;
+    for (int c; (c = std::fgetc(file)) != EOF;) out += static_cast<char>(c);
+    std::fclose(file);
+    return out;
+}
+
+TEST(LatencySink, Log2RowsAreExactAndPercentilesWithinABucket) {
+    // 1..1000 ns: log2 rows count exactly; p50 is 500 (nearest rank), read
+    // as the top of its bucket [496, 511]; p99 990 as the top of [960, 991].
+    std::vector<uint64_t> durations;
+    for (uint64_t d = 1; d <= 1000; ++d) durations.push_back(d);
+    const Json j = Json::parse(latency_output(durations, true));
+    EXPECT_EQ(j["count"], 1000);
+    EXPECT_EQ(j["p50_ns"], 511);
+    EXPECT_EQ(j["p99_ns"], 991);
+    EXPECT_EQ(j["max_ns"], 1000);
+    uint64_t total = 0;
+    for (const auto& b : j["buckets"]) {
+        const uint64_t low = b["min_ns"], high = low == 0 ? 0 : 2 * low - 1;
+        EXPECT_EQ(b["count"].get<uint64_t>(), std::min<uint64_t>(high, 1000) - std::max<uint64_t>(low, 1) + 1) << low;
+        total += b["count"].get<uint64_t>();
+    }
+    EXPECT_EQ(total, 1000u);
+    const std::string text = latency_output(durations, false);
+    EXPECT_NE(text.find("[512, 1K)            489 |"), std::string::npos) << text;
+    EXPECT_NE(text.find("count 1000  p50 511ns  p90 927ns  p99 991ns  max 1.0us"), std::string::npos) << text;
 }
 
 }  // namespace

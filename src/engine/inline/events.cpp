@@ -81,6 +81,7 @@ void InlineEngine::drain(Target& t) {
     bool regs_filled = false;  // regs hold a record's registers (else zero but rip)
     uint64_t consumed = 0;
     clock_.calibrate();
+    __atomic_store_n(&h->ns_per_tick_q32, clock_.ns_per_tick_q32(), __ATOMIC_RELAXED);
     const uint32_t rings = std::min(__atomic_load_n(&h->rings_used, __ATOMIC_ACQUIRE), h->ring_count);
     for (uint32_t i = 0; i < rings; ++i) {
         abi::RingControl* r = abi::ring_of(h, i);
@@ -228,10 +229,32 @@ void InlineEngine::drain(Target& t) {
     }
 }
 
+namespace {
+
+// The durations a region's agent counted for each probe (kSiteLatency),
+// added to `stats`: each is a hit too.
+void add_latencies(abi::Header* h, std::vector<ProbeStats>& stats) {
+    for (uint32_t probe = 0; probe < h->latency_probes && probe < stats.size(); ++probe) {
+        const abi::Latency* table = abi::latency_of(h, probe);
+        ProbeStats& s = stats[probe];
+        for (uint32_t k = 0; k < latency::kBuckets; ++k) {
+            const uint64_t n = __atomic_load_n(&table->counts[k], __ATOMIC_RELAXED);
+            if (!n) continue;
+            if (s.latency.empty()) s.latency.resize(latency::kBuckets);
+            s.latency[k] += n;
+            s.hits += n;
+        }
+        s.latency_max_ns = std::max(s.latency_max_ns, __atomic_load_n(&table->max_ns, __ATOMIC_RELAXED));
+    }
+}
+
+}  // namespace
+
 std::vector<ProbeStats> InlineEngine::stats() const {
     std::vector<ProbeStats> out = stats_;
     for (const auto& t : targets_) {
         if (!t->region) continue;
+        add_latencies(t->region, out);
         for (size_t i = 0; i < t->sites.size(); ++i) {
             if (t->sites[i].probe_id >= out.size()) continue;  // internal
             out[t->sites[i].probe_id].hits += site_hits(*t, i);
@@ -244,6 +267,10 @@ std::vector<ProbeStats> InlineEngine::stats() const {
 // Moves the sites' counters into stats_ (the region is about to go, or to
 // be reused for a new image) and forgets the sites.
 void InlineEngine::bank_counters(Target& t) {
+    // No agent writes now: the process is gone, or past an execve with
+    // no probe placed yet.
+    add_latencies(t.region, stats_);
+    std::memset(abi::latency_of(t.region, 0), 0, t.region->latency_probes * sizeof(abi::Latency));
     for (size_t i = 0; i < t.sites.size(); ++i) {
         if (t.sites[i].probe_id >= stats_.size()) continue;  // internal
         stats_[t.sites[i].probe_id].hits += site_hits(t, i);

@@ -108,6 +108,7 @@ Result<void> InlineEngine::start(const TraceRequest& request, EventConsumer& con
     agent_ = agent_path();
     if (::access(agent_.c_str(), R_OK) != 0) return errno_error("agent " + agent_, errno);
     clock_.start();
+    if (request.latency_only) clock_.prime();
     if (!request.command.empty()) return launch();
     for (pid_t pid : request.attach_pids) UPROBE_CHECK(attach(pid));
     return {};
@@ -130,6 +131,9 @@ void InlineEngine::init_region(abi::Header* h) {
     h->ring_stride = kLayout.ring_stride();
     h->int3_offset = kLayout.int3_offset();
     h->int3_capacity = kLayout.int3_capacity;
+    h->latency_probes = kLayout.latency_probes;
+    h->latency_offset = kLayout.latency_offset();
+    h->ns_per_tick_q32 = clock_.ns_per_tick_q32();
     h->tracer_pid = static_cast<uint32_t>(::getpid());
 }
 

@@ -63,10 +63,11 @@ static_assert(abi::kFrameXmmOffset == arch::kFrameXmmOffset);
 
 constexpr uint64_t kAreaSize = 1 << 20;
 
-// Room for every function of a large library (libLLVM-15: 36,687), and a
-// ring for each of 256 threads alive at once (a server's thread pool). The
-// memfd is sparse: a ring costs memory only once a thread writes to it.
-constexpr abi::Layout kLayout{65536, 32768, 256, 1 << 20, 16384};
+// Room for every function of a large library (libLLVM-15: 36,687), a ring
+// for each of 256 threads alive at once (a server's thread pool), and the
+// latency tables of 64 probes (--latency). The memfd is sparse: a ring or
+// a table costs memory only once a thread writes to it.
+constexpr abi::Layout kLayout{65536, 32768, 256, 1 << 20, 16384, 64};
 static_assert((kLayout.ring_size & (kLayout.ring_size - 1)) == 0, "the agent masks ring positions");
 
 inline uint64_t rdtsc() { return __builtin_ia32_rdtsc(); }
@@ -82,6 +83,15 @@ public:
         tsc0_ = anchor_tsc_ = rdtsc();
         ns0_ = anchor_ns_ = monotonic_ns();
     }
+    // A first rate from ~2 ms of waiting, for an agent that converts
+    // durations itself (--latency) from the start.
+    void prime() {
+        while (monotonic_ns() - ns0_ < 2'000'000) {
+        }
+        calibrate();
+    }
+    // ns per tick as a 32.32 fixed-point number (abi::Header::ns_per_tick_q32).
+    uint64_t ns_per_tick_q32() const { return static_cast<uint64_t>(ns_per_tsc_ * 4294967296.0); }
     void calibrate() {
         const uint64_t now_ns = monotonic_ns(), now_tsc = rdtsc();
         if (now_tsc <= tsc0_ || now_ns <= ns0_) return;

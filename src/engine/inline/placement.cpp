@@ -483,6 +483,12 @@ Result<bool> InlineEngine::place_exits(Target& t, pid_t tid, elf::Binary& binary
         UPROBE_TRY(auto code, binary.code(start - bias, r.displaced + arch::kMaxInstructionLength));
         if (r.existing) {
             JumpSite& jump = t.jumps.at(start);
+            if (r.displaced > jump.displaced) {  // bytes taken on: as in the file?
+                std::vector<uint8_t> current(r.displaced - jump.displaced);
+                UPROBE_CHECK(proc::read_memory(t.pid, start + jump.displaced, current.data(), current.size()));
+                if (!std::equal(current.begin(), current.end(), code.begin() + static_cast<long>(jump.displaced)))
+                    return Error("code at " + hex(start + jump.displaced) + " differs from the file");
+            }
             jump.code.assign(code.begin(), code.end());
             jump.displaced = r.displaced;
             jump.vectors |= vectors;
@@ -690,7 +696,10 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             // many) go into an entry record instead.
             bool entry_record = false;
             size_t at_entry = 0;
-            if (hooks_return) {
+            // --latency: the return only adds its duration to the probe's
+            // table (abi::Latency); its arguments are not read.
+            const bool timed_only = hooks_return && request_.latency_only && probe_index < h->latency_probes;
+            if (hooks_return && !timed_only) {
                 for (const probe::FetchProgram& p : info.programs) {
                     if (!p.at_entry) continue;
                     ++at_entry;
@@ -708,6 +717,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                          : request_.registers ? uint32_t{abi::kSiteRegisters}
                                               : 0u;
             if (hooks_return) slot.flags |= abi::kSiteReturnEntry;
+            if (timed_only) slot.flags |= abi::kSiteLatency;
             if (entry_record) slot.flags |= abi::kSiteEntryRecord;
             else if (at_entry) slot.flags |= abi::kSiteEntryValues;
             slot.address = address;
@@ -721,7 +731,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             // function's rets and nothing is placed at its entry; a frame
             // (@entry values, $duration) needs the entry, so the return
             // address is hooked there instead.
-            const bool framed = at_entry > 0 || std::any_of(info.programs.begin(), info.programs.end(), [](const auto& p) {
+            const bool framed = timed_only || at_entry > 0 || std::any_of(info.programs.begin(), info.programs.end(), [](const auto& p) {
                                     return p.format == probe::FetchFormat::Duration;
                                 });
             const bool must = request_.return_mode == ReturnMode::Instructions;
