@@ -44,7 +44,7 @@ fi
 [ $kernel_ok = 1 ] || echo "kernel uprobes: not available (needs root, perf and tracefs); kernel rows skipped"
 
 rounds=${ROUNDS:-20}
-hooked_pairs=""
+hooked_pairs="" timed_pairs=""
 round_n=${ROUND_CALLS:-8000}
 printf '%-6s %8s | %10s %10s | %11s %9s %9s | %11s %8s | %10s %9s | %8s\n' site "base ns" \
   "kernel rec" "kernel cnt" "inline strm" "vs kernel" "delivered" "inline pair" "vs strm" "inline cnt" "vs kernel" "ptrace"
@@ -72,7 +72,13 @@ for site in push lea short; do
     s=$("$uprobe" trace --engine inline --return-mode trampoline -o "$work/events" "site_$site a=%di b=%si" \
         "site_$site%return r=\$retval" -- "$loop" "$site" "$round_n" "$rounds" 2>"$work/err" | ns)
     hooked=$(sub "$s" "$round_base")
-    hooked_pairs="$hooked_pairs $site $hooked ns ($(ratio "$hooked" "$stream")x);"
+    hooked_pairs="" timed_pairs="$hooked_pairs $site $hooked ns ($(ratio "$hooked" "$stream")x);"
+    # A frame kept from the entry ($duration), the ret hooked: 4,000-call
+    # rounds (its records need more room than the rings' 1 MiB for 8,000).
+    s=$("$uprobe" trace --engine inline -o "$work/events" "site_$site a=%di b=%si" \
+        "site_$site%return r=\$retval d=\$duration" -- "$loop" "$site" 4000 $((2 * rounds)) 2>"$work/err" | ns)
+    timed=$(sub "$s" "$round_base")
+    timed_pairs="$timed_pairs $site $timed ns ($(ratio "$timed" "$stream")x);"
   fi
   c=$("$uprobe" trace --engine inline --count "site_$site" -- "$loop" "$site" "$n" 2>/dev/null | ns)
   count=$(sub "$c" "$base")
@@ -85,9 +91,10 @@ for site in push lea short; do
 done
 
 # The pair above hooks the function's ret (instruction mode, the default
-# where it can); a return probe with @entry() or $duration, or on a
-# function left by a tail jump, takes the return address at the entry.
+# where it can); on a function left by a tail jump the return address is
+# taken at the entry instead, as --return-mode trampoline does here.
 echo "pair with the return address hooked (--return-mode trampoline), vs the entry probe:$hooked_pairs"
+echo "pair keeping a frame (d=\$duration added; its ret hooked), vs the entry probe:$timed_pairs"
 
 # --latency: the agent counts each return's duration in shared memory
 # (no record); beside it the same return probe writing a record with

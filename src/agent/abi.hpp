@@ -62,12 +62,17 @@ enum SiteFlags : uint32_t {
     kSiteEntryRecord = 64,
     // A FUNC%return entry with @entry values for its frame to keep.
     kSiteEntryValues = 128,
-    // A ret of a FUNC%return probe placed by instructions (no @entry
-    // values, no $duration): the hit is the return (kRecordExit).
+    // A ret of a FUNC%return probe placed by instructions: the hit is the
+    // return (kRecordExit; with kSiteExitFramed, below, kRecordReturn).
     kSiteExit = 256,
     // A FUNC%return entry whose returns are only timed (--latency): the
     // return adds its duration to its probe's Latency, and writes no record.
     kSiteLatency = 512,
+    // A kSiteExit site that is also in the chain at its function's entry
+    // (Site::address): there (rip == address) it keeps a frame with the
+    // entry's time and @entry values, which its ret (rip != address) finds
+    // by the stack pointer; the return is a kRecordReturn.
+    kSiteExitFramed = 1024,
 };
 constexpr uint32_t kInternalProbe = 0xffffffff;  // Site::probe_id of engine-internal sites
 
@@ -169,6 +174,7 @@ struct ShadowStack {
 constexpr const char kShadowRegistrySymbol[] = "uprobe_agent_shadow_stacks";
 constexpr const char kReturnHandlerSymbol[] = "uprobe_agent_return";
 constexpr uint32_t kFrameRsp = 19;  // the rsp word of a frame (user_regs_struct order)
+constexpr uint32_t kFrameRip = 16;
 
 enum ArgKind : uint32_t {
     kArgNumber = 0,      // value: the raw accumulator

@@ -54,6 +54,11 @@ __thread Header* t_ring_region __attribute__((tls_model("initial-exec")));  // a
 __thread uint32_t t_tid __attribute__((tls_model("initial-exec")));
 __thread uint32_t t_busy __attribute__((tls_model("initial-exec")));
 __thread ShadowStack* t_shadow __attribute__((tls_model("initial-exec")));
+// Frames of instruction-mode return probes (kSiteExitFramed): the entry's
+// time and values, found again at the ret by the stack pointer. Nothing of
+// them is on the program's stack, so the tracer never needs them.
+__thread ShadowStack* t_exit_frames __attribute__((tls_model("initial-exec")));
+uint64_t g_exit_frame_stacks[kShadowStacks];  // for reuse, as the shadow stacks' registry
 __thread uint32_t t_claim_pause __attribute__((tls_model("initial-exec")));  // hits before claiming again
 __thread uint64_t t_entry_seq __attribute__((tls_model("initial-exec")));    // the last kRecordEntry's number
 
@@ -341,19 +346,20 @@ bool quiet(const Header* h) {
 
 // ---------------------------------------------------------------- returns
 
-// The calling thread's shadow stack: a dead thread's, or a new mapping
-// (system calls on a thread's first return probe only).
-ShadowStack* shadow_stack() {
-    if (t_shadow) return t_shadow;
+// The calling thread's stack of frames (`mine`) from `registry`: a dead
+// thread's, or a new mapping (system calls on a thread's first return
+// probe only).
+ShadowStack* claim_stack(uint64_t* registry, ShadowStack*& mine) {
+    if (mine) return mine;
     if (!t_tid) t_tid = static_cast<uint32_t>(raw_syscall(SYS_gettid));
     for (uint32_t i = 0; i < kShadowStacks; ++i) {
-        auto* s = reinterpret_cast<ShadowStack*>(load(&uprobe_agent_shadow_stacks[i]));
+        auto* s = reinterpret_cast<ShadowStack*>(load(&registry[i]));
         if (!s) continue;
         uint32_t owner = load(&s->owner_tid);
         if (owner == 0 || raw_syscall(SYS_tgkill, g_pid, owner, 0) != -ESRCH) continue;
         if (__atomic_compare_exchange_n(&s->owner_tid, &owner, t_tid, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
             __atomic_store_n(&s->depth, 0, __ATOMIC_RELEASE);
-            return t_shadow = s;
+            return mine = s;
         }
     }
     long mapped = raw_syscall(SYS_mmap, 0, sizeof(ShadowStack), PROT_READ | PROT_WRITE,
@@ -363,13 +369,15 @@ ShadowStack* shadow_stack() {
     s->owner_tid = t_tid;
     for (uint32_t i = 0; i < kShadowStacks; ++i) {
         uint64_t expected = 0;
-        if (__atomic_compare_exchange_n(&uprobe_agent_shadow_stacks[i], &expected, static_cast<uint64_t>(mapped), false,
+        if (__atomic_compare_exchange_n(&registry[i], &expected, static_cast<uint64_t>(mapped), false,
                                         __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-            return t_shadow = s;
+            return mine = s;
     }
     raw_syscall(SYS_munmap, mapped, sizeof(ShadowStack));
     return nullptr;
 }
+
+ShadowStack* shadow_stack() { return claim_stack(uprobe_agent_shadow_stacks, t_shadow); }
 
 // Frames deeper than a new entry by less than this are on the same stack
 // and were abandoned (longjmp); farther ones may be another stack's (a
@@ -380,6 +388,30 @@ constexpr uint64_t kSameStack = uint64_t{64} << 20;
 // landing of `top` (the chain's topmost frame) or the return trampoline.
 bool hooked_address(const ShadowFrame& top, uint64_t address, uint64_t trampoline) {
     return address == top.landing || address == trampoline;
+}
+
+// A frame's @entry values, taken at the entry: kept in the frame, or
+// written as a kRecordEntry the frame names (kSiteEntryRecord).
+void keep_entry_values(Header* h, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc,
+                       ShadowFrame& f) {
+    const probe::FetchProgram* programs = programs_of(h) + site.first_program;
+    const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
+    ReadWindow window{SafeRead{}};
+    uint32_t kept = 0;
+    if (site.flags & kSiteEntryRecord) {
+        // The values go to the ring now; the frame keeps their record's
+        // number. A record that finds no room leaves the return's values
+        // to say so (the tracer finds no record of that number).
+        f.entry[0] = ++t_entry_seq;
+        (void)record<kRecordEntry>(h, site, index, frame, tsc, nullptr, f.entry[0]);
+        kept = kMaxEntryValues;  // nothing more to keep in the frame
+    }
+    for (uint32_t a = 0; a < site.arg_count && a < kMaxArgs && kept < kMaxEntryValues; ++a) {
+        if (!programs[a].at_entry) continue;
+        auto result = probe::run_steps(programs[a], frame, programs[a].needs_fpregs ? xmm : nullptr,
+                                       [&window](uint64_t address, void* out, size_t n) { return window.read(address, out, n); });
+        f.entry[kept++] = result.acc;
+    }
 }
 
 // At the entry of a FUNC%return probe: take the return address. From a
@@ -430,24 +462,7 @@ bool hooked_address(const ShadowFrame& top, uint64_t address, uint64_t trampolin
     f.site = index;
     f.suspended = 0;
     f.chained = chained;
-    const probe::FetchProgram* programs = programs_of(h) + site.first_program;
-    const uint8_t* xmm = reinterpret_cast<const uint8_t*>(frame) + kFrameXmmOffset;
-    ReadWindow window{SafeRead{}};
-    uint32_t kept = 0;
-    if (site.flags & kSiteEntryRecord) {
-        // The values go to the ring now; the frame keeps their record's
-        // number. A record that finds no room leaves the return's values
-        // to say so (the tracer finds no record of that number).
-        f.entry[0] = ++t_entry_seq;
-        (void)record<kRecordEntry>(h, site, index, frame, tsc, nullptr, f.entry[0]);
-        kept = kMaxEntryValues;  // nothing more to keep in the frame
-    }
-    for (uint32_t a = 0; a < site.arg_count && a < kMaxArgs && kept < kMaxEntryValues; ++a) {
-        if (!programs[a].at_entry) continue;
-        auto result = probe::run_steps(programs[a], frame, programs[a].needs_fpregs ? xmm : nullptr,
-                                       [&window](uint64_t address, void* out, size_t n) { return window.read(address, out, n); });
-        f.entry[kept++] = result.acc;
-    }
+    keep_entry_values(h, site, index, frame, tsc, f);
     // The frame first, then the address: a detach in between finds the
     // address still the original and leaves it.
     __atomic_store_n(&s->depth, depth + 1, __ATOMIC_RELEASE);
@@ -560,6 +575,101 @@ void caught(Header* h, uint64_t rsp) {
     if (!record<kRecordReturn>(h, site, f.site, frame, tsc, &f)) add<uint64_t>(&site.dropped, 1);
 }
 
+// Instruction-mode frames (kSiteExitFramed). At the entry: a frame for
+// this call; frames at or below its stack pointer never returned (longjmp,
+// an exception) and go, unless an earlier probe of this very hit pushed
+// them (`pushed`: probes sharing the entry).
+[[gnu::noinline]] void enter_frame_general(Header* h, const Site& site, uint32_t index, const uint64_t* frame,
+                                           uint64_t tsc, bool& pushed) {
+    ShadowStack* s = claim_stack(g_exit_frame_stacks, t_exit_frames);
+    if (!s) {
+        add<uint64_t>(&h->lost_returns, 1);
+        return;
+    }
+    const uint64_t slot = frame[kFrameRsp];
+    uint32_t depth = s->depth;
+    while (depth && !pushed && s->frames[depth - 1].slot <= slot && slot - s->frames[depth - 1].slot < kSameStack)
+        --depth;
+    if (depth == kShadowDepth) {
+        __atomic_store_n(&s->depth, depth, __ATOMIC_RELEASE);
+        add<uint64_t>(&h->lost_returns, 1);
+        return;
+    }
+    ShadowFrame& f = s->frames[depth];
+    f.slot = slot;
+    f.original = 0;
+    f.landing = 0;
+    f.tsc = tsc;
+    f.site = index;
+    f.suspended = 0;
+    f.chained = 0;
+    if (site.flags & (kSiteEntryRecord | kSiteEntryValues)) keep_entry_values(h, site, index, frame, tsc, f);
+    __atomic_store_n(&s->depth, depth + 1, __ATOMIC_RELEASE);
+    pushed = true;
+}
+
+// enter_frame_general's usual case, straight through: the thread has its
+// stack, the frame on top is a caller's, no @entry values to keep.
+[[gnu::always_inline]] inline void enter_frame(Header* h, const Site& site, uint32_t index, const uint64_t* frame,
+                                               uint64_t tsc, bool& pushed) {
+    ShadowStack* s = t_exit_frames;
+    const uint64_t slot = frame[kFrameRsp];
+    const uint32_t depth = s ? s->depth : 0;
+    if (!s || pushed || depth == kShadowDepth || (depth && s->frames[depth - 1].slot <= slot) ||
+        (site.flags & (kSiteEntryRecord | kSiteEntryValues))) {
+        enter_frame_general(h, site, index, frame, tsc, pushed);
+        return;
+    }
+    ShadowFrame& f = s->frames[depth];
+    f.slot = slot;
+    f.tsc = tsc;
+    f.site = index;
+    __atomic_store_n(&s->depth, depth + 1, __ATOMIC_RELEASE);
+    pushed = true;
+}
+
+constexpr uint32_t kFrameDone = 0xffffffff;  // ShadowFrame::site of a frame whose return was reported
+
+// At a ret: the frame of this probe at this stack pointer returns; deeper
+// ones were abandoned. No frame (entered before the probe was placed): no
+// event, as with a return address taken at the entry.
+[[gnu::noinline]] void leave_frame_general(Header* h, Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc) {
+    ShadowStack* s = t_exit_frames;
+    if (!s) return;
+    const uint64_t rsp = frame[kFrameRsp];
+    uint32_t depth = s->depth;
+    while (depth && s->frames[depth - 1].slot < rsp && rsp - s->frames[depth - 1].slot < kSameStack) --depth;
+    for (uint32_t i = depth; i && s->frames[i - 1].slot == rsp; --i) {
+        ShadowFrame& f = s->frames[i - 1];
+        if (f.site != index) continue;
+        if (site.flags & kSiteLatency)
+            add_latency(h, site.probe_id, tsc > f.tsc ? tsc - f.tsc : 0);
+        else if (!record<kRecordReturn>(h, site, index, frame, tsc, &f))
+            add<uint64_t>(&site.dropped, 1);
+        f.site = kFrameDone;
+        break;
+    }
+    while (depth && s->frames[depth - 1].slot == rsp && s->frames[depth - 1].site == kFrameDone) --depth;
+    __atomic_store_n(&s->depth, depth, __ATOMIC_RELEASE);
+}
+
+// leave_frame_general's usual case: this probe's frame is on top.
+[[gnu::always_inline]] inline void leave_frame(Header* h, Site& site, uint32_t index, const uint64_t* frame,
+                                               uint64_t tsc) {
+    ShadowStack* s = t_exit_frames;
+    const uint32_t depth = s ? s->depth : 0;
+    if (!depth || s->frames[depth - 1].slot != frame[kFrameRsp] || s->frames[depth - 1].site != index) {
+        leave_frame_general(h, site, index, frame, tsc);
+        return;
+    }
+    const ShadowFrame& f = s->frames[depth - 1];
+    if (site.flags & kSiteLatency)
+        add_latency(h, site.probe_id, tsc > f.tsc ? tsc - f.tsc : 0);
+    else if (!record<kRecordReturn>(h, site, index, frame, tsc, &f))
+        add<uint64_t>(&site.dropped, 1);
+    __atomic_store_n(&s->depth, depth - 1, __ATOMIC_RELEASE);
+}
+
 [[noreturn]] void lost_return_address() {
     static const char message[] = "uprobe agent: a return through the return trampoline has no recorded frame\n";
     raw_syscall(SYS_write, 2, reinterpret_cast<long>(message), sizeof message - 1);
@@ -634,6 +744,7 @@ bool hit(const uint64_t* frame, Header* h, uint32_t index, bool by_call) {
         // first of them needs it (rdtsc costs ~8 ns; a count needs none).
         uint64_t tsc = 0;
         auto now = [&tsc] { return tsc ? tsc : (tsc = __builtin_ia32_rdtsc()); };
+        bool framed = false;  // an instruction-mode frame was pushed in this hit
         for (uint32_t hops = 0; index < h->site_count && hops < 64; ++hops) {
             Site& site = sites_of(h)[index];
             if (site.flags & (kSiteNotify | kSiteUnwind | kSiteCatch)) {
@@ -645,7 +756,14 @@ bool hit(const uint64_t* frame, Header* h, uint32_t index, bool by_call) {
             if (site.flags & kSiteReturnEntry) {
                 taken |= hook_return(h, site, index, frame, now(), by_call ? site.landing : 0, taken);
             } else if (site.flags & kSiteExit) {
-                if (!record<kRecordExit>(h, site, index, frame, now())) add<uint64_t>(&site.dropped, 1);
+                // Reached from the function's entry too (kSiteExitFramed).
+                const bool at_entry = frame[kFrameRip] == site.address;
+                if (site.flags & kSiteExitFramed) {
+                    if (at_entry) enter_frame(h, site, index, frame, now(), framed);
+                    else leave_frame(h, site, index, frame, now());
+                } else if (!at_entry && !record<kRecordExit>(h, site, index, frame, now())) {
+                    add<uint64_t>(&site.dropped, 1);
+                }
             } else if (!(site.flags & kSiteCountOnly)) {
                 if (!record(h, site, index, frame, now())) add<uint64_t>(&site.dropped, 1);
             }
@@ -752,6 +870,7 @@ void after_fork_in_child() {
     // The shadow stacks are private memory, copied by fork: this thread's
     // is its own now; the other threads' (gone in the child) are free.
     if (t_shadow) t_shadow->owner_tid = t_tid;
+    if (t_exit_frames) t_exit_frames->owner_tid = t_tid;
 }
 
 // Waits until the tracer sets `*word` to `until`; bounded (30 s), as a

@@ -73,8 +73,8 @@ std::vector<const Event*> of_probe(const LaunchResult& r, const std::string& pro
 }
 
 // Both engines in both modes, and the inline engine's auto mode, which
-// hooks the rets where it can (no @entry, no $duration, no tail jump, a
-// jump for every ret) and the return address elsewhere.
+// hooks the rets where it can (no tail jump, a jump for every ret) and the
+// return address elsewhere.
 struct Variant {
     const char* engine;
     ReturnMode mode;
@@ -95,10 +95,10 @@ protected:
         o.engine = GetParam().engine;
         return o;
     }
-    // The inline engine's instruction mode hooks rets alone: a probe that
-    // needs the entry (@entry, $duration) or a function left by a tail
-    // jump is refused at start, with one line saying `why`. True (and the
-    // refusal checked) for that variant.
+    // The inline engine's instruction mode hooks rets alone: a function
+    // left by a tail jump is refused at start, with one line saying `why`.
+    // True (and the refusal checked) for that variant.
+    void check_own_return_addresses(const std::string& probe) const;
     bool inline_insn_refuses(const std::vector<std::string>& probes, const std::vector<std::string>& argv,
                              const std::string& why) const {
         if (GetParam().engine != std::string("inline") || GetParam().mode != ReturnMode::Instructions) return false;
@@ -109,7 +109,6 @@ protected:
     }
 };
 
-constexpr const char kFramed[] = "takes no @entry() or $duration";
 constexpr const char kTailJump[] = "leaves by a tail jump";
 
 TEST_P(Returns, EveryReturnWithItsValue) {
@@ -136,11 +135,19 @@ TEST_P(Returns, EveryReturnWithItsValue) {
 
 // Instruction mode never writes the stack: a function reading its own
 // return address sees its caller's, as untraced. (A trampoline shows
-// there: docs/probes.md, "Limits".) Auto mode hooks this function's ret.
+// there: docs/probes.md, "Limits".) Auto mode hooks this function's ret,
+// with a frame from the entry ($duration) or without.
 TEST_P(Returns, TheFunctionSeesItsOwnReturnAddress) {
     if (GetParam().mode == ReturnMode::Trampoline) GTEST_SKIP() << "trampoline mode replaces the return address";
+    for (const char* probe : {"ra=own_return_address%return v=$retval", "ra=own_return_address%return v=$retval d=$duration"}) {
+        SCOPED_TRACE(probe);
+        check_own_return_addresses(probe);
+    }
+}
+
+void Returns::check_own_return_addresses(const std::string& probe) const {
     const std::vector<std::string> argv = {target("ret_funcs"), "caller", "5"};
-    auto r = launch_returns({"ra=own_return_address%return v=$retval"}, argv, options());
+    auto r = launch_returns({probe}, argv, options());
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.output, run_untraced(argv));
     ASSERT_EQ(r.events.size(), 5u);
@@ -159,7 +166,6 @@ TEST_P(Returns, TheFunctionSeesItsOwnReturnAddress) {
 TEST_P(Returns, EntryValuesAndDuration) {
     const std::vector<std::string> argv = {target("ret_funcs"), "basic", "50"};
     const std::vector<std::string> probes = {"square=square%return x=@entry($arg1) v=$retval:s64 d=$duration"};
-    if (inline_insn_refuses(probes, argv, kFramed)) return;
     auto r = launch_returns(probes, argv, options());
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.output, run_untraced(argv));
@@ -227,7 +233,6 @@ TEST_P(Returns, EntryStringsAndManyEntryValues) {
         "sfx=suffixes%return v=$retval s=@entry(%di):string m=@entry(%si) a=@entry(%di) b=@entry(%si) "
         "c=@entry(%di) d=@entry(%si)",
         "len=label_length%return v=$retval s=@entry(%di):string", "lp=leap%return s=@entry(%di):string"};
-    if (inline_insn_refuses(probes, argv, kFramed)) return;
     auto r = launch_returns(probes, argv, options());
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.output, run_untraced(argv));
@@ -308,7 +313,6 @@ TEST_P(Returns, NestedProbedFunctionsReturnInnermostFirst) {
 TEST_P(Returns, RecursionFiveThousandDeep) {
     const std::vector<std::string> argv = {target("ret_funcs"), "recurse", "5000"};
     const std::vector<std::string> probes = {"depth=depth%return v=$retval n=@entry($arg1)"};
-    if (inline_insn_refuses(probes, argv, kFramed)) return;
     auto r = launch_returns(probes, argv, options());
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.status, 0);
@@ -341,7 +345,6 @@ TEST_P(Returns, LongjmpDropsAbandonedFramesAndNeverReportsThem) {
 TEST_P(Returns, FourThreadsExactValuesPerThread) {
     const std::vector<std::string> argv = {target("ret_funcs"), "threads", "3000"};
     const std::vector<std::string> probes = {"square=square%return x=@entry($arg1) v=$retval"};
-    if (inline_insn_refuses(probes, argv, kFramed)) return;
     auto r = launch_returns(probes, argv, options());
     ASSERT_EQ(r.error, "");
     EXPECT_EQ(r.output, run_untraced(argv));

@@ -577,10 +577,10 @@ std::optional<bool> has_loader(const std::string& file) {
 
 std::string inline_engine_unsuitable(const TraceRequest& request) {
     // The inline engine's instruction mode hooks rets alone; the ptrace
-    // engine's also follows tail jumps and keeps @entry() values.
+    // engine's also follows tail jumps.
     for (const auto& spec : request.probes)
         if (spec.location.is_return && request.return_mode == ReturnMode::Instructions)
-            return "--return-mode=insn: the ptrace engine's instruction mode also follows tail jumps and keeps @entry() values";
+            return "--return-mode=insn: the ptrace engine's instruction mode also follows tail jumps";
     if (std::string why = inline_engine::shadow_stack_conflict(request); !why.empty()) return why;
     if (request.command.empty()) return "";
     const std::string program = find_program(request.command[0]);

@@ -290,7 +290,7 @@ private:
     Result<void> rewrite_jump(Target& t, pid_t tid, uint64_t address);
     Result<bool> place_exits(Target& t, pid_t tid, elf::Binary& binary, const probe::Site& site, uint64_t address,
                              uint32_t index, bool vectors, bool must, const std::vector<uint64_t>& rips,
-                             size_t* int3_exits);
+                             size_t* int3_exits, bool dry_run);
     Result<uint64_t> find_dlopen(Target& t, const std::vector<Mapping>& maps);
     void init_region(abi::Header* h);
     void drain(Target& t);

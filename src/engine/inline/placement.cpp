@@ -358,22 +358,25 @@ Result<void> InlineEngine::rewrite_jump(Target& t, pid_t tid, uint64_t address) 
 //  - else, with `must` (--return-mode=insn), into an int3 at the ret.
 // Without `must`, a function with a ret no jump reaches, or any exit but
 // a ret (a tail jump), is left alone: false, and nothing changed (the
-// caller hooks the return address at the entry instead).
+// caller hooks the return address at the entry instead). `dry_run` only
+// says whether it would hook them.
 // Probes at addresses inside the function are placed before (insert order
 // in place_new_objects), so that no entry site finds its bytes taken.
 Result<bool> InlineEngine::place_exits(Target& t, pid_t tid, elf::Binary& binary, const probe::Site& site,
                                        uint64_t address, uint32_t index, bool vectors, bool must,
-                                       const std::vector<uint64_t>& rips, size_t* int3_exits) {
+                                       const std::vector<uint64_t>& rips, size_t* int3_exits, bool dry_run) {
     auto refuse = [&](const std::string& why) -> Result<bool> {
         if (must) return Error("--return-mode=insn: " + why);
         return false;
     };
     abi::Header* h = t.region;
     if (auto chain = t.exit_chains.find(address); chain != t.exit_chains.end()) {
-        // Another return probe of this function: its hooks call this site too.
+        // Another return probe of this function: its hooks call this site
+        // too (a framed one may be in the chain already, from the entry).
+        if (dry_run) return true;
         uint32_t last = chain->second.head;
         while (abi::sites_of(h)[last].next) last = abi::sites_of(h)[last].next - 1;
-        abi::sites_of(h)[last].next = index + 1;
+        if (last != index) abi::sites_of(h)[last].next = index + 1;
         for (uint64_t at : chain->second.jumps) {
             JumpSite& jump = t.jumps.at(at);
             if (!vectors || jump.vectors) continue;
@@ -474,6 +477,7 @@ Result<bool> InlineEngine::place_exits(Target& t, pid_t tid, elf::Binary& binary
         if (!must) return false;
         int3s.push_back(ret);
     }
+    if (dry_run) return true;
 
     // Then the changes.
     ExitChain chain{index, {}};
@@ -728,28 +732,57 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                 abi::programs_of(h)[h->program_count + a] = info.programs[a];
 
             // Instruction mode (see place_exits): the return is found at the
-            // function's rets and nothing is placed at its entry; a frame
-            // (@entry values, $duration) needs the entry, so the return
-            // address is hooked there instead.
+            // function's rets. A probe that needs a frame (@entry values,
+            // $duration) is also in the chain at the entry, where it keeps
+            // one (kSiteExitFramed); its rets are hooked once the entry is
+            // placed, so that the entry's jump can take them in.
             const bool framed = timed_only || at_entry > 0 || std::any_of(info.programs.begin(), info.programs.end(), [](const auto& p) {
                                     return p.format == probe::FetchFormat::Duration;
                                 });
             const bool must = request_.return_mode == ReturnMode::Instructions;
-            if (hooks_return && must && framed)
-                return Error("probe " + spec.name + ": the inline engine's --return-mode=insn takes no @entry() or "
-                             "$duration (--engine ptrace does)");
-            if (hooks_return && !framed && request_.return_mode != ReturnMode::Trampoline) {
+            bool exit_framed = false;
+            if (hooks_return && request_.return_mode != ReturnMode::Trampoline) {
                 UPROBE_TRY(bool hooked, place_exits(t, tid, *binary, site, address, index, needs_fpregs, must, rips,
-                                                    &int3_exits));
+                                                    &int3_exits, framed));
                 if (hooked) {
                     slot.flags = (slot.flags & ~uint32_t{abi::kSiteReturnEntry}) | abi::kSiteExit;
-                    h->program_count += static_cast<uint32_t>(info.programs.size());
-                    t.sites.push_back(std::move(info));
-                    __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
                     ++by_rets;
-                    stats_[probe_index].sites++;
-                    return {};
+                    if (!framed) {
+                        h->program_count += static_cast<uint32_t>(info.programs.size());
+                        t.sites.push_back(std::move(info));
+                        __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
+                        stats_[probe_index].sites++;
+                        return {};
+                    }
+                    slot.flags |= abi::kSiteExitFramed;
+                    exit_framed = true;
                 }
+            }
+            // The return address is taken at the entry (else not at all).
+            const bool takes_return = hooks_return && !exit_framed;
+            // After the entry: the rets (an int3 where a jump no longer fits).
+            auto place_framed_exits = [&]() -> Result<void> {
+                if (!exit_framed) return {};
+                UPROBE_TRY(bool hooked, place_exits(t, tid, *binary, site, address, index, needs_fpregs, true, rips,
+                                                    &int3_exits, false));
+                (void)hooked;
+                return {};
+            };
+            // An exit hook's jump at the entry itself (a short function):
+            // it calls this site at the entry too.
+            if (auto j = t.jumps.find(address);
+                exit_framed && j != t.jumps.end() && !j->second.entry && !t.first_site_at.count(address)) {
+                j->second.entry = true;
+                j->second.first_site = index;
+                j->second.vectors |= needs_fpregs;
+                h->program_count += static_cast<uint32_t>(info.programs.size());
+                t.sites.push_back(std::move(info));
+                __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
+                UPROBE_CHECK(rewrite_jump(t, tid, address).context(where));
+                t.first_site_at[address] = index;
+                UPROBE_CHECK(place_framed_exits());
+                stats_[probe_index].sites++;
+                return {};
             }
             if (auto existing = t.first_site_at.find(address); existing != t.first_site_at.end()) {
                 // A second probe at a patched address joins its chain.
@@ -759,14 +792,16 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                         jump->second.vectors = true;
                         UPROBE_CHECK(rewrite_jump(t, tid, address).context(where));
                     }
-                    if (hooks_return) slot.landing = jump->second.landing;
+                    if (takes_return) slot.landing = jump->second.landing;
                 }
                 uint32_t last = existing->second;
                 while (abi::sites_of(h)[last].next) last = abi::sites_of(h)[last].next - 1;
                 h->program_count += static_cast<uint32_t>(info.programs.size());
                 t.sites.push_back(std::move(info));
                 __atomic_store_n(&h->site_count, index + 1, __ATOMIC_RELEASE);
-                abi::sites_of(h)[last].next = index + 1;
+                // (An instruction-mode probe may be in the chain already,
+                // through an earlier one's exits.)
+                if (last != index) abi::sites_of(h)[last].next = index + 1;
             } else {
                 // A jump where it is safe (see arch/x86_64/trampoline.hpp),
                 // else an int3 handled in the program.
@@ -806,6 +841,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                     t.first_site_at[address] = index;
                     ++int3_sites;
                     note("probe " + spec.name + " " + where + ": int3 site (no jump: " + no_jump + ")");
+                    UPROBE_CHECK(place_framed_exits());
                     stats_[probe_index].sites++;
                     UPROBE_CHECK(raise_semaphore(site, address - site.vaddr));
                     return {};
@@ -818,7 +854,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                     return Error("code " + where + " differs from the file (breakpoint of another debugger?)");
                 JumpSite jump{std::vector<uint8_t>(code.begin(), code.end()), displaced, index, needs_fpregs, 0};
                 UPROBE_TRY(arch::Trampoline trampoline, write_trampoline(t, tid, address, jump).context(where));
-                if (hooks_return) slot.landing = trampoline.landing;
+                if (takes_return) slot.landing = trampoline.landing;
                 jump.landing = trampoline.landing;
                 h->program_count += static_cast<uint32_t>(info.programs.size());
                 t.sites.push_back(std::move(info));
@@ -828,6 +864,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
                 t.jumps[address] = std::move(jump);
                 t.first_site_at[address] = index;
             }
+            UPROBE_CHECK(place_framed_exits());
             stats_[probe_index].sites++;
             UPROBE_CHECK(raise_semaphore(site, address - site.vaddr));
             return {};
