@@ -72,7 +72,7 @@ for site in push lea short; do
     s=$("$uprobe" trace --engine inline --return-mode trampoline -o "$work/events" "site_$site a=%di b=%si" \
         "site_$site%return r=\$retval" -- "$loop" "$site" "$round_n" "$rounds" 2>"$work/err" | ns)
     hooked=$(sub "$s" "$round_base")
-    hooked_pairs="" timed_pairs="$hooked_pairs $site $hooked ns ($(ratio "$hooked" "$stream")x);"
+    hooked_pairs="$hooked_pairs $site $hooked ns ($(ratio "$hooked" "$stream")x);"
     # A frame kept from the entry ($duration), the ret hooked: 4,000-call
     # rounds (its records need more room than the rings' 1 MiB for 8,000).
     s=$("$uprobe" trace --engine inline -o "$work/events" "site_$site a=%di b=%si" \
