@@ -213,8 +213,40 @@ int list_vars(probe::Resolver& resolver, const Object& obj, const ListOptions& o
     return 0;
 }
 
-// Every site of a probe and the inline engine's method there: a jump (and
-// the bytes it displaces) or an int3 (and why not a jump).
+// A probe site and the inline engine's method there: a jump (and the
+// bytes it displaces) or an int3 (and why not a jump); `takes_return`: a
+// return probe's entry where the return address is taken (and why no ret
+// is hooked instead).
+void print_entry_site(const probe::Site& site, const std::string& function, const std::set<uint64_t>& addresses,
+                      elf::Binary& binary, bool takes_return, const std::string& why_not, bool json) {
+    engine::InlineSitePlan plan = engine::plan_inline_site(binary, site);
+    // As in a process: no jump over another site of the probe.
+    if (auto next = addresses.upper_bound(site.vaddr); plan.no_jump.empty() && next != addresses.end() &&
+                                                       *next < site.vaddr + plan.displaced) {
+        plan.no_jump = "another probe's site is in the bytes a jump would take";
+        plan.displaced = 0;
+    }
+    const std::string taken = takes_return ? "; the return address taken here (" + why_not + ")" : "";
+    if (json) {
+        ordered_json j;
+        j["addr"] = site.vaddr;
+        j["function"] = function;
+        j["offset"] = site.function_offset;
+        j["method"] = plan.no_jump.empty() ? "jump" : "int3";
+        if (plan.no_jump.empty()) j["displaced"] = plan.displaced;
+        else j["reason"] = plan.no_jump;
+        if (takes_return) j["return_address"] = why_not;
+        print_json(j);
+    } else if (plan.no_jump.empty()) {
+        fmt::print("{:#018x} {}+{}  jump ({} bytes displaced){}\n", site.vaddr, function, site.function_offset,
+                   plan.displaced, taken);
+    } else {
+        fmt::print("{:#018x} {}+{}  int3 ({}){}\n", site.vaddr, function, site.function_offset, plan.no_jump, taken);
+    }
+}
+
+// Every site of a probe and the inline engine's method there (a return
+// probe's: at its rets, and at its entry when it is placed there).
 int list_sites(probe::Resolver& resolver, const Object& obj, const ListOptions& o) {
     auto parsed = parse_probe_spec(o.sites);
     if (parsed.error) return report_spec_error(*parsed.error);
@@ -224,29 +256,33 @@ int list_sites(probe::Resolver& resolver, const Object& obj, const ListOptions& 
     if (!binary) return report_error(binary.error().message());
     std::set<uint64_t> addresses;
     for (const auto& site : *sites) addresses.insert(site.vaddr);
+    const bool returns = parsed.spec->location.is_return;
+    const bool framed = returns && engine::keeps_frame(*parsed.spec);
     for (const auto& site : *sites) {
-        engine::InlineSitePlan plan = engine::plan_inline_site(**binary, site);
-        // As in a process: no jump over another site of the probe.
-        if (auto next = addresses.upper_bound(site.vaddr); plan.no_jump.empty() && next != addresses.end() &&
-                                                           *next < site.vaddr + plan.displaced) {
-            plan.no_jump = "another probe's site is in the bytes a jump would take";
-            plan.displaced = 0;
-        }
         const std::string function = site.function.empty() ? "?" : site.function;
-        if (o.json) {
-            ordered_json j;
-            j["addr"] = site.vaddr;
-            j["function"] = function;
-            j["offset"] = site.function_offset;
-            j["method"] = plan.no_jump.empty() ? "jump" : "int3";
-            if (plan.no_jump.empty()) j["displaced"] = plan.displaced;
-            else j["reason"] = plan.no_jump;
-            print_json(j);
-        } else if (plan.no_jump.empty()) {
-            fmt::print("{:#018x} {}+{}  jump ({} bytes displaced)\n", site.vaddr, function, site.function_offset,
-                       plan.displaced);
-        } else {
-            fmt::print("{:#018x} {}+{}  int3 ({})\n", site.vaddr, function, site.function_offset, plan.no_jump);
+        // A return probe: its rets' exit hooks (and, keeping a frame, its
+        // entry), or the entry, where the return address is taken instead.
+        engine::InlineReturnPlan returned;
+        if (returns) returned = engine::plan_inline_returns(**binary, site, framed);
+        const bool by_rets = !returned.rets.empty();
+        if (!returns || !by_rets || framed) print_entry_site(site, function, addresses, **binary, returns && !by_rets,
+                                                             returned.why_not, o.json);
+        for (const auto& r : returned.rets) {
+            const uint64_t offset = site.function_offset + (r.ret - site.vaddr);
+            const uint64_t jump_offset = site.function_offset + (r.jump - site.vaddr);
+            if (o.json) {
+                ordered_json j;
+                j["addr"] = r.ret;
+                j["function"] = function;
+                j["offset"] = offset;
+                j["method"] = "ret hooked";
+                j["jump_addr"] = r.jump;
+                j["displaced"] = r.displaced;
+                print_json(j);
+            } else {
+                fmt::print("{:#018x} {}+{}  ret hooked in the jump at {}+{} ({} bytes displaced)\n", r.ret, function,
+                           offset, function, jump_offset, r.displaced);
+            }
         }
     }
     return 0;

@@ -200,4 +200,23 @@ struct InlineSitePlan {
 };
 InlineSitePlan plan_inline_site(elf::Binary& binary, const probe::Site& site);
 
+// How the inline engine finds the returns of a return probe's function,
+// judged from the file alone as plan_inline_site does: each ret's exit
+// hook and the jump that holds it, or why the return address is taken at
+// the entry instead (--return-mode=auto). `keeps_frame`: the probe is
+// placed at the entry too (@entry(), $duration), whose jump may take the
+// rets in.
+struct InlineReturnPlan {
+    struct Ret {
+        uint64_t ret = 0;   // vaddr of the ret
+        uint64_t jump = 0;  // vaddr of the jump whose trampoline hooks it
+        size_t displaced = 0;
+    };
+    std::vector<Ret> rets;  // empty: the return address is taken at the entry
+    std::string why_not;    // then: why
+};
+InlineReturnPlan plan_inline_returns(elf::Binary& binary, const probe::Site& site, bool keeps_frame);
+// Whether a return probe needs its entry's frame: an @entry() or $duration argument.
+bool keeps_frame(const ProbeSpec& spec);
+
 }  // namespace uprobe::engine

@@ -149,6 +149,44 @@ TEST_P(CliReturn, FloatReturnTypeFromDwarf) {
     EXPECT_TRUE(std::regex_search(raw_text, std::regex(R"( h: \(0x[0-9a-f]+\) v=\d+\n)"))) << raw_text;
 }
 
+// list --sites for return probes: where the inline engine hooks each ret
+// (square's one ret, found by objdump), or, where a branch lands in the
+// bytes before a ret (depth), that the return address is taken at the
+// entry instead; and the tracer does the same.
+TEST(CliReturnSites, RetsHookedOrTheReturnAddressTakenAndWhy) {
+    const std::string bin = target_path("ret_funcs");
+    auto dump = run({"objdump", "-d", "--no-show-raw-insn", bin});
+    ASSERT_EQ(dump.status, 0) << dump.describe();
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(dump.out, m, std::regex(R"(<square>:\n(?:.*\n)*?\s+([0-9a-f]+):\s+ret)")));
+    const uint64_t ret = std::stoull(m[1], nullptr, 16);
+
+    auto r = run({uprobe_path(), "list", "-x", bin, "--sites", "square%return", "--format", "json"});
+    ASSERT_EQ(r.status, 0) << r.describe();
+    auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 1u) << r.out;
+    auto j = nlohmann::json::parse(lines[0]);
+    EXPECT_EQ(j["method"], "ret hooked");
+    EXPECT_EQ(j["addr"].get<uint64_t>(), ret);
+    EXPECT_LE(j["jump_addr"].get<uint64_t>() + 5, ret + 1);
+    EXPECT_EQ(j["jump_addr"].get<uint64_t>() + j["displaced"].get<uint64_t>(), ret + 1) << "the jump's bytes end with the ret";
+
+    r = run({uprobe_path(), "list", "-x", bin, "--sites", "depth%return", "--format", "json"});
+    ASSERT_EQ(r.status, 0) << r.describe();
+    lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 1u) << r.out;
+    j = nlohmann::json::parse(lines[0]);
+    EXPECT_EQ(j["function"], "depth");
+    EXPECT_NE(j["return_address"].get<std::string>().find("lands inside the patched bytes"), std::string::npos) << r.out;
+
+    auto traced = run({uprobe_path(), "trace", "-v", "--engine", "inline", "sq=square%return", "dp=depth%return", "--",
+                       bin, "recurse", "3"});
+    ASSERT_EQ(traced.status, 0) << traced.describe();
+    EXPECT_TRUE(std::regex_search(traced.err, std::regex(R"(probe sq: 1 site .*returns hooked at the rets of 1 function)")))
+        << traced.err;
+    EXPECT_TRUE(std::regex_search(traced.err, std::regex(R"(probe dp: 1 site .*\(1 jump, 0 int3\)\n)"))) << traced.err;
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, CliReturn,
                          ::testing::Values("ptrace/trampoline", "ptrace/insn", "inline/trampoline", "inline/auto"));
 

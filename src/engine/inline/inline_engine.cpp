@@ -18,6 +18,7 @@
 #include <optional>
 
 #include "base/strings.hpp"
+#include "engine/inline/exit_plan.hpp"
 #include "proc/ptrace.hpp"
 
 namespace uprobe::engine::inline_engine {
@@ -531,6 +532,46 @@ InlineSitePlan plan_inline_site(elf::Binary& binary, const probe::Site& site) {
         plan.displaced = *checked;
     }
     return plan;
+}
+
+InlineReturnPlan plan_inline_returns(elf::Binary& binary, const probe::Site& site, bool keeps_frame) {
+    InlineReturnPlan out;
+    std::optional<std::pair<uint64_t, size_t>> entry;
+    if (keeps_frame) {
+        const InlineSitePlan plan = plan_inline_site(binary, site);
+        if (plan.no_jump.empty()) entry = std::make_pair(site.vaddr, plan.displaced);
+    }
+    ExitSurroundings around;
+    around.site_at = [](uint64_t) { return false; };
+    around.jump_at_or_before = [&entry](uint64_t at) {
+        return entry && entry->first <= at ? entry : std::nullopt;
+    };
+    around.bytes_free = [](uint64_t, uint64_t) { return true; };
+    auto plan = plan_exit_hooks(binary, site, 0, around);
+    if (!plan) {
+        out.why_not = plan.error().message();
+        return out;
+    }
+    if (!plan->int3s.empty()) {
+        out.why_not = "no jump for the " + plan->no_jump;
+        return out;
+    }
+    for (const auto& [start, jump] : plan->jumps)
+        for (uint64_t ret : jump.rets) out.rets.push_back({ret, start, jump.displaced});
+    std::sort(out.rets.begin(), out.rets.end(), [](const auto& a, const auto& b) { return a.ret < b.ret; });
+    return out;
+}
+
+namespace {
+
+bool needs_frame(const Fetch& fetch) {
+    return fetch.kind == FetchKind::Entry || fetch.kind == FetchKind::Duration || (fetch.inner && needs_frame(*fetch.inner));
+}
+
+}  // namespace
+
+bool keeps_frame(const ProbeSpec& spec) {
+    return std::any_of(spec.args.begin(), spec.args.end(), [](const ArgSpec& a) { return needs_frame(a.fetch); });
 }
 
 namespace {

@@ -24,6 +24,8 @@
 //   placement.cpp      placing probes: jump or int3 sites, trampolines,
 //                      return probes, the dynamic linker and C++ unwinder
 //                      hooks
+//   exit_plan.cpp      where the rets of a function get their exit hooks
+//                      (placement, and uprobe list --sites)
 //   events.cpp         draining the rings into events, and the counts
 #pragma once
 

@@ -18,7 +18,7 @@
 #include "arch/x86_64/relocate.hpp"
 #include "arch/x86_64/signal_frame.hpp"
 #include "base/strings.hpp"
-#include "engine/function_exits.hpp"
+#include "engine/inline/exit_plan.hpp"
 #include "proc/ptrace.hpp"
 
 namespace uprobe::engine::inline_engine {
@@ -350,12 +350,8 @@ Result<void> InlineEngine::rewrite_jump(Target& t, pid_t tid, uint64_t address) 
 // Instruction-mode return probes, for one function: each ret gets an
 // exit hook calling the agent with site `index` (kSiteExit) just before it
 // runs, so the function's stack is never written and its ret returns as
-// the return-stack buffer predicts. The hook goes
-//  - into the chain of a site at the ret itself;
-//  - into the trampoline of the jump site whose bytes hold the ret;
-//  - into a new jump site whose bytes end with the ret;
-//  - into the jump site just before the ret, its bytes taken on up to it;
-//  - else, with `must` (--return-mode=insn), into an int3 at the ret.
+// the return-stack buffer predicts. Where it goes: plan_exit_hooks (an
+// int3 only with `must`, --return-mode=insn).
 // Without `must`, a function with a ret no jump reaches, or any exit but
 // a ret (a tail jump), is left alone: false, and nothing changed (the
 // caller hooks the return address at the entry instead). `dry_run` only
@@ -385,47 +381,18 @@ Result<bool> InlineEngine::place_exits(Target& t, pid_t tid, elf::Binary& binary
         }
         return true;
     }
-    if (!site.function_size) return refuse("the size of " + site.function + " is unknown");
-    auto parts = function_parts(binary, site);
-    if (!parts) return refuse(parts.error().message());
-    ObjectData data;
-    data.read = [&binary](uint64_t vaddr, size_t size) { return binary.code(vaddr, size); };
-    data.relocated = binary.is_pie_or_shared();
-    auto exits = find_function_exits(*parts, site.function, &data);
-    if (!exits) return refuse(exits.error().message());
-    if (!exits->tail_jumps.empty() || !exits->indirect_tail_jumps.empty())
-        return refuse(site.function + " leaves by a tail jump (the inline engine hooks rets only; --engine ptrace "
-                      "follows tail jumps)");
-    auto read_table = [&binary](const arch::JumpTable& table) -> Result<std::span<const uint8_t>> {
-        if (table.form == arch::JumpTable::Form::Absolute && binary.is_pie_or_shared())
-            return Error("its entries are absolute addresses, which the loader relocates");
-        return binary.code(table.table, table.entries * table.entry_size());
-    };
     const uint64_t bias = address - site.vaddr;
-
-    // The plan first, changing nothing: jump sites (existing or new) with
-    // their displaced bytes and hooked rets, rets with a site, int3 rets.
-    struct Range {
-        uint64_t start = 0;  // runtime
-        size_t displaced = 0;
-        bool existing = false;
-        std::vector<uint64_t> rets;
+    ExitSurroundings around;
+    around.site_at = [&t](uint64_t at) { return t.first_site_at.count(at) > 0; };
+    around.jump_at_or_before = [&t](uint64_t at) -> std::optional<std::pair<uint64_t, size_t>> {
+        auto it = t.jumps.upper_bound(at);
+        if (it == t.jumps.begin()) return std::nullopt;
+        return std::make_pair(std::prev(it)->first, std::prev(it)->second.displaced);
     };
-    std::map<uint64_t, Range> ranges;
-    std::vector<uint64_t> chained, int3s;
-    auto range_at_or_before = [&](uint64_t at) -> std::optional<Range> {
-        std::optional<Range> best;
-        if (auto it = ranges.upper_bound(at); it != ranges.begin()) best = std::prev(it)->second;
-        if (auto it = t.jumps.upper_bound(at); it != t.jumps.begin()) {
-            auto j = std::prev(it);
-            if (!best || j->first > best->start) best = Range{j->first, j->second.displaced, true, {}};
-        }
-        return best;
-    };
-    // Bytes [lo, hi) free for a jump: no site placed or earlier int3 in
-    // them, and no site still to place (a return probe's entry, as all
-    // other probes come first) or stopped thread after their first byte.
-    auto clear = [&](uint64_t lo, uint64_t hi) {
+    // No site placed or earlier int3 in the bytes, and no site still to
+    // place (a return probe's entry, as all other probes come first) or
+    // stopped thread after their first byte.
+    around.bytes_free = [&t, &rips](uint64_t lo, uint64_t hi) {
         auto placed = t.first_site_at.lower_bound(lo);
         if (placed != t.first_site_at.end() && placed->first < hi) return false;
         auto planned = t.planned.lower_bound(lo + 1);
@@ -434,54 +401,14 @@ Result<bool> InlineEngine::place_exits(Target& t, pid_t tid, elf::Binary& binary
         if (earlier != t.earlier_int3.end() && *earlier < hi) return false;
         return std::none_of(rips.begin(), rips.end(), [&](uint64_t rip) { return rip > lo && rip < hi; });
     };
-    std::vector<uint64_t> rets = exits->returns;
-    std::sort(rets.begin(), rets.end());
-    for (uint64_t ret_vaddr : rets) {
-        const uint64_t ret = ret_vaddr + bias;
-        if (t.first_site_at.count(ret)) {
-            chained.push_back(ret);
-            continue;
-        }
-        std::optional<Range> below = range_at_or_before(ret);
-        if (below && ret < below->start + below->displaced) {
-            ranges.try_emplace(below->start, *below).first->second.rets.push_back(ret);
-            continue;
-        }
-        // The part holding the ret goes first: check_jump_site's site is in parts[0].
-        std::vector<arch::CodeRange> own = *parts;
-        for (size_t i = 1; i < own.size(); ++i)
-            if (ret_vaddr >= own[i].start && ret_vaddr < own[i].start + own[i].code.size()) std::swap(own[0], own[i]);
-        auto fits = [&](uint64_t start_vaddr) {
-            auto checked = arch::check_jump_site(own, start_vaddr, read_table, ret_vaddr + 1);
-            return checked && start_vaddr + *checked == ret_vaddr + 1;
-        };
-        std::optional<uint64_t> start;  // vaddr of a new range's first instruction
-        if (auto starts = arch::instruction_boundaries(own[0].code, own[0].start)) {
-            for (uint64_t s : *starts)
-                if (s + arch::kJumpPatchSize <= ret_vaddr + 1) start = s;
-        }
-        const bool new_range_free =
-            start && !(below && below->start + below->displaced > *start + bias) && clear(*start + bias, ret + 1);
-        if (new_range_free && fits(*start)) {
-            ranges[*start + bias] = Range{*start + bias, ret_vaddr + 1 - *start, false, {ret}};
-            continue;
-        }
-        // The jump site just before, its bytes taken on through the ret.
-        if (below && below->start >= own[0].start + bias && clear(below->start + below->displaced, ret + 1) &&
-            fits(below->start - bias)) {
-            Range& r = ranges.try_emplace(below->start, *below).first->second;
-            r.displaced = ret + 1 - r.start;
-            r.rets.push_back(ret);
-            continue;
-        }
-        if (!must) return false;
-        int3s.push_back(ret);
-    }
+    auto planned = plan_exit_hooks(binary, site, bias, around);
+    if (!planned) return refuse(planned.error().message());
+    if (!must && !planned->int3s.empty()) return false;
     if (dry_run) return true;
 
     // Then the changes.
     ExitChain chain{index, {}};
-    for (auto& [start, r] : ranges) {
+    for (auto& [start, r] : planned->jumps) {
         std::vector<arch::ExitHook> hooks;
         for (uint64_t ret : r.rets) hooks.push_back({ret, index});
         UPROBE_TRY(auto code, binary.code(start - bias, r.displaced + arch::kMaxInstructionLength));
@@ -514,12 +441,12 @@ Result<bool> InlineEngine::place_exits(Target& t, pid_t tid, elf::Binary& binary
         }
         chain.jumps.push_back(start);
     }
-    for (uint64_t ret : chained) {
+    for (uint64_t ret : planned->chained) {
         uint32_t last = t.first_site_at.at(ret);
         while (abi::sites_of(h)[last].next) last = abi::sites_of(h)[last].next - 1;
         if (last != index) abi::sites_of(h)[last].next = index + 1;
     }
-    for (uint64_t ret : int3s) {
+    for (uint64_t ret : planned->int3s) {
         UPROBE_TRY(auto code, binary.code(ret - bias, 1));
         UPROBE_CHECK(insert_int3(t, tid, ret, code, index));
         t.first_site_at[ret] = index;
