@@ -289,6 +289,26 @@ TEST_P(EachEngine, PendingProbeOnDlopenedLibrary) {
     for (int i = 0; i < 50; ++i) EXPECT_EQ(r.events[static_cast<size_t>(i)].args.at(0).value.i, i);
 }
 
+// dlclose then dlopen again, at the same address as a rule: the probes are
+// placed in the new copy (what was placed in the old one went with it),
+// every call is seen, entries and returns.
+TEST_P(EachEngine, ALibraryOpenedAgainIsProbedAgain) {
+    const std::string lib = std::string(UPROBE_BINARY_DIR) + "/tests/targets/libengine_plugin.so";
+    const std::vector<std::string> argv = {target("engine_dlopen"), lib, "reopen", "3"};
+    auto r = launch({lib + ":plugin_fn x=$arg1:s32", "back=" + lib + ":plugin_fn%return v=$retval:s32"}, argv);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.output, run_untraced(argv));
+    std::vector<int64_t> entries, returns;
+    for (const auto& e : r.events) (e.is_return ? returns : entries).push_back(e.args.at(0).value.i);
+    ASSERT_EQ(entries.size(), 150u);
+    ASSERT_EQ(returns.size(), 150u);
+    for (size_t i = 0; i < 150; ++i) {
+        EXPECT_EQ(entries[i], static_cast<int64_t>(i % 50));
+        EXPECT_EQ(returns[i], static_cast<int64_t>(3 * (i % 50)));
+    }
+}
+
 TEST_P(EachEngine, LibcProbeAtLaunch) {
     auto r = launch({"libc:getpid"}, {target("engine_insns")});
     ASSERT_EQ(r.error, "");

@@ -424,6 +424,7 @@ void InlineEngine::follow_exec(Target& t) {
     t.entry_values_of.clear();
     t.counting_sites.clear();
     t.objects.clear();
+    t.object_places.clear();
     t.threads.clear();
     t.scratch = 0;
     t.return_trampoline = 0;

@@ -192,6 +192,14 @@ struct Target {
     std::map<uint64_t, uint32_t> first_site_at;  // address -> site index (chains)
     std::set<uint32_t> counting_sites;           // count in the trampoline
     std::set<std::pair<dev_t, ino_t>> objects;   // objects whose probes are placed
+    // Where each of those objects was mapped when its probes were placed
+    // (its executable mappings, and the span of all its mappings, where
+    // its SDT semaphores are): gone from there, its placed state goes too.
+    struct ObjectPlace {
+        std::vector<std::pair<uint64_t, uint64_t>> code;
+        uint64_t lo = 0, hi = 0;
+    };
+    std::map<std::pair<dev_t, ino_t>, ObjectPlace> object_places;
     uint32_t acked = 0;                          // last notify_seq handled
     uint32_t exec_acked = 0;                     // last exec_seq handled
     uint64_t return_trampoline = 0;              // remote; 0: no return probes yet
@@ -264,6 +272,7 @@ private:
     void release_all(Target& t, const std::vector<pid_t>& tids);
     Result<void> install(Target& t, pid_t tid);
     Result<void> place_new_objects(Target& t, pid_t tid, bool at_start);
+    void forget_unmapped(Target& t, const std::vector<Mapping>& maps);
     Result<void> watch_dynamic_linker(Target& t, pid_t tid);
     void rescan(Target& t);
     Result<void> setup_returns(Target& t, pid_t tid);

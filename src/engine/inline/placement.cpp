@@ -146,12 +146,17 @@ Result<void> InlineEngine::insert_int3(Target& t, pid_t tid, uint64_t address, s
     UPROBE_CHECK(proc::write_memory(t.pid, slot, ool.code.data(), ool.code.size()));
     abi::Int3Entry* table = abi::int3_table_of(h);
     uint32_t at = abi::int3_slot_of(address, h->int3_capacity);
-    while (table[at].address != 0) at = at + 1 == h->int3_capacity ? 0 : at + 1;
+    // An entry of this address left removed (a probe taken out, or its
+    // library unloaded) is the one the handler finds first: reused.
+    while (table[at].address != 0 && table[at].address != address) at = at + 1 == h->int3_capacity ? 0 : at + 1;
+    const bool reused = table[at].address == address;
     table[at].resume = slot;
     table[at].site = index;
-    table[at].removed = 0;
-    __atomic_store_n(&table[at].address, address, __ATOMIC_RELEASE);
-    h->int3_count++;
+    __atomic_store_n(&table[at].removed, 0, __ATOMIC_RELEASE);
+    if (!reused) {
+        __atomic_store_n(&table[at].address, address, __ATOMIC_RELEASE);
+        h->int3_count++;
+    }
     const uint8_t int3 = arch::kBreakpoint;
     UPROBE_CHECK(proc::write_memory(t.pid, address, &int3, 1));
     t.patches.push_back(Patch{address, true, {current}, {int3}});
@@ -175,9 +180,52 @@ Result<void> InlineEngine::install(Target& t, pid_t tid) {
     return {};
 }
 
+// An object whose code is no longer where its probes were placed (dlclose;
+// it may come back at the same addresses) took them along: what says they
+// are placed there goes, or a probe there would join a chain no code calls
+// any more, and detach would write into what is mapped there now.
+void InlineEngine::forget_unmapped(Target& t, const std::vector<Mapping>& maps) {
+    for (auto it = t.object_places.begin(); it != t.object_places.end();) {
+        const std::pair<dev_t, ino_t> key = it->first;  // (lambdas below may not capture bindings: clang 14)
+        const Target::ObjectPlace& place = it->second;
+        const bool there = std::all_of(place.code.begin(), place.code.end(), [&](const auto& range) {
+            return std::any_of(maps.begin(), maps.end(), [&](const Mapping& m) {
+                return m.device == key.first && m.inode == key.second && m.start <= range.first && range.first < m.end;
+            });
+        });
+        if (there) {
+            ++it;
+            continue;
+        }
+        auto in_code = [&](uint64_t address) {
+            return std::any_of(place.code.begin(), place.code.end(),
+                               [&](const auto& r) { return address >= r.first && address < r.second; });
+        };
+        std::erase_if(t.first_site_at, [&](const auto& e) { return in_code(e.first); });
+        std::erase_if(t.jumps, [&](const auto& e) { return in_code(e.first); });
+        std::erase_if(t.exit_chains, [&](const auto& e) { return in_code(e.first); });
+        std::erase_if(t.planned, in_code);
+        std::erase_if(t.counting_sites, [&](uint32_t i) { return i < t.sites.size() && in_code(t.sites[i].address); });
+        abi::Int3Entry* table = abi::int3_table_of(t.region);
+        for (const Patch& patch : t.patches)
+            if (patch.int3 && in_code(patch.address))
+                for (uint32_t i = 0; i < t.region->int3_capacity; ++i)
+                    if (table[i].address == patch.address) __atomic_store_n(&table[i].removed, 1, __ATOMIC_RELEASE);
+        std::erase_if(t.patches, [&](const Patch& p) { return in_code(p.address); });
+        const bool semaphores = std::erase_if(t.semaphores, [&](const auto& e) {
+            return e.first >= place.lo && e.first < place.hi;
+        });
+        if (semaphores) share_semaphores(t);
+        t.objects.erase(key);
+        t.unwinder_scanned.erase(key);
+        it = t.object_places.erase(it);
+    }
+}
+
 // Places the probes of every object mapped now and not seen before.
 Result<void> InlineEngine::place_new_objects(Target& t, pid_t tid, bool at_start) {
     UPROBE_TRY(std::vector<Mapping> maps, proc::read_maps(t.pid));
+    forget_unmapped(t, maps);
     std::vector<uint64_t> rips;
     UPROBE_TRY(std::vector<pid_t> tids, proc::list_threads(t.pid));
     std::map<uint64_t, bool> sigreturn_at;
@@ -190,12 +238,18 @@ Result<void> InlineEngine::place_new_objects(Target& t, pid_t tid, bool at_start
                 for (uint64_t next : jumps_ahead(t.pid, maps, rip)) rips.push_back(next);
             }
         }
-    std::set<std::pair<dev_t, ino_t>> mapped;
     std::vector<bool> placed(request_.probes.size(), false);
     for (const auto& m : maps) {
         if (m.inode == 0 || !m.exec) continue;
-        mapped.insert({m.device, m.inode});
         if (!t.objects.insert({m.device, m.inode}).second) continue;
+        Target::ObjectPlace& place = t.object_places[{m.device, m.inode}];
+        place.lo = UINT64_MAX;
+        for (const auto& each : maps) {
+            if (each.device != m.device || each.inode != m.inode) continue;
+            if (each.exec) place.code.emplace_back(each.start, each.end);
+            place.lo = std::min(place.lo, each.start);
+            place.hi = std::max(place.hi, each.end);
+        }
         std::string path = proc::host_path(t.pid, m.path);
         // Every probe's sites first: a jump patch placed for one probe must
         // not cover the site of another (adjacent SDT nops, say).
@@ -223,8 +277,6 @@ Result<void> InlineEngine::place_new_objects(Target& t, pid_t tid, bool at_start
         }
     }
     if (t.return_trampoline) insert_unwinder_hooks(t, tid, maps);  // a library with the C++ unwinder arrived
-    // A dlclose'd object may come back (at another address): forget it.
-    for (auto it = t.objects.begin(); it != t.objects.end();) it = mapped.count(*it) ? std::next(it) : t.objects.erase(it);
     if (at_start)
         for (size_t i = 0; i < request_.probes.size(); ++i)
             if (!placed[i])
