@@ -156,7 +156,7 @@ uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
 template <RecordKind kind>
 [[gnu::always_inline]] inline bool write_record(Header* h, RingControl* r, const Site& site, uint32_t index,
                                                 const uint64_t* frame, uint64_t tsc, const ShadowFrame* entry,
-                                                uint64_t seq) {
+                                                uint64_t seq, uint64_t& tail_seen) {
     const probe::FetchProgram* programs = programs_of(h) + site.first_program;
     const uint32_t args = site.arg_count > kMaxArgs ? kMaxArgs : site.arg_count;
     const bool registers = kind != kRecordEntry && (site.flags & kSiteRegisters);
@@ -172,7 +172,7 @@ template <RecordKind kind>
     const uint64_t size = h->ring_size;
     uint8_t* data = ring_data(r);
     uint64_t head = r->head;
-    const uint64_t tail = load(&r->tail);
+    const uint64_t tail = tail_seen = load(&r->tail);
     uint64_t pos = head & (size - 1);
     if (pos + need > size) {
         uint64_t skip = size - pos;
@@ -292,17 +292,18 @@ template <RecordKind kind>
 }
 
 // --no-drop and a full ring: wait (not spinning: the tracer may need this
-// CPU) until the tracer has consumed something. A tracer that stops
+// CPU) until the tracer has consumed something since the write that found
+// no room read the ring's tail (`seen`: the tracer may have emptied the
+// ring in between, and then nothing more comes). A tracer that stops
 // draining (killed, or gone) must not hang the program: after 2 s without
 // progress the record is dropped after all, counted, and no thread waits
 // again.
-bool wait_for_room(Header* h, RingControl* r) {
-    const uint64_t tail = load(&r->tail);
+bool wait_for_room(Header* h, RingControl* r, uint64_t seen) {
     for (int waited = 0; waited < 40000; ++waited) {
+        if (!load(&h->enabled) || !load(&h->no_drop)) return false;
+        if (load(&r->tail) != seen) return true;
         timespec pause{0, 50000};
         raw_syscall(SYS_nanosleep, reinterpret_cast<long>(&pause), 0);
-        if (!load(&h->enabled) || !load(&h->no_drop)) return false;
-        if (load(&r->tail) != tail) return true;
     }
     __atomic_store_n(&h->no_drop, 0, __ATOMIC_RELEASE);
     return false;
@@ -314,9 +315,11 @@ template <RecordKind kind = kRecordHit>
 [[gnu::always_inline]] inline bool record(Header* h, const Site& site, uint32_t index, const uint64_t* frame, uint64_t tsc,
                                           const ShadowFrame* entry = nullptr, uint64_t seq = 0) {
     RingControl* ring = ring_for(h);
-    bool written = ring && write_record<kind>(h, ring, site, index, frame, tsc, entry, seq);
-    while (!written && ring && load(&h->no_drop) && wait_for_room(h, ring))
-        written = write_record<kind>(h, ring, site, index, frame, tsc, entry, seq);
+    if (!ring) return false;
+    uint64_t seen = 0;  // the ring's tail as the write found it
+    bool written = write_record<kind>(h, ring, site, index, frame, tsc, entry, seq, seen);
+    while (!written && load(&h->no_drop) && wait_for_room(h, ring, seen))
+        written = write_record<kind>(h, ring, site, index, frame, tsc, entry, seq, seen);
     return written;
 }
 
