@@ -464,6 +464,25 @@ TEST(ReturnsInline, DeeperThanTheShadowStackStaysCorrect) {
     EXPECT_TRUE(said);
 }
 
+// A function that is a lone ret (engine_insns' ret_fn, called 3 times):
+// its entry and its return are one instruction, which the inline engine's
+// instruction mode cannot tell apart; insn refuses it with one line, auto
+// takes the return address at the entry, and every return is seen.
+TEST(InlineReturns, ALoneRetIsRefusedByInsnAndTakenByTrampolineInAuto) {
+    const std::vector<std::string> argv = {target("engine_insns")};
+    Options o;
+    o.engine = "inline";
+    o.mode = ReturnMode::Instructions;
+    auto refused = launch_returns({"r=ret_fn%return"}, argv, o);
+    EXPECT_NE(refused.error.find("ret_fn returns at its first instruction"), std::string::npos) << refused.error;
+    EXPECT_EQ(refused.error.find('\n'), std::string::npos) << refused.error;
+    o.mode = ReturnMode::Auto;
+    auto r = launch_returns({"r=ret_fn%return"}, argv, o);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.output, run_untraced(argv));
+    EXPECT_EQ(r.events.size(), 3u);
+}
+
 // --latency in the inline engine: the agent counts each return's duration
 // in the program's shared memory and writes no record; the durations are
 // real (nap() sleeps 1 ms).

@@ -81,7 +81,10 @@ void InlineEngine::drain(Target& t) {
     bool regs_filled = false;  // regs hold a record's registers (else zero but rip)
     uint64_t consumed = 0;
     clock_.calibrate();
-    __atomic_store_n(&h->ns_per_tick_q32, clock_.ns_per_tick_q32(), __ATOMIC_RELAXED);
+    // Written when the rate changes (every 100 ms at most), not at every
+    // drain: the agent reads it at every timed return.
+    if (const uint64_t rate = clock_.ns_per_tick_q32(); rate != h->ns_per_tick_q32)
+        __atomic_store_n(&h->ns_per_tick_q32, rate, __ATOMIC_RELAXED);
     const uint32_t rings = std::min(__atomic_load_n(&h->rings_used, __ATOMIC_ACQUIRE), h->ring_count);
     for (uint32_t i = 0; i < rings; ++i) {
         abi::RingControl* r = abi::ring_of(h, i);

@@ -45,6 +45,9 @@ Result<ExitPlan> plan_exit_hooks(elf::Binary& binary, const probe::Site& site, u
     };
     std::vector<uint64_t> rets = exits.returns;
     std::sort(rets.begin(), rets.end());
+    // The agent tells a hook at the entry from one at a ret by the address.
+    if (!rets.empty() && rets.front() == site.vaddr)
+        return Error(site.function + " returns at its first instruction (its entry and its ret are one)");
     for (uint64_t ret_vaddr : rets) {
         const uint64_t ret = ret_vaddr + bias;
         if (around.site_at(ret)) {

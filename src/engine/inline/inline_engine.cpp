@@ -423,7 +423,6 @@ void InlineEngine::follow_exec(Target& t) {
     t.entry_values.clear();
     t.entry_values_of.clear();
     t.counting_sites.clear();
-    t.objects.clear();
     t.object_places.clear();
     t.threads.clear();
     t.scratch = 0;

@@ -191,8 +191,7 @@ struct Target {
     std::map<uint64_t, uint16_t> semaphores;  // address -> how much we raised it
     std::map<uint64_t, uint32_t> first_site_at;  // address -> site index (chains)
     std::set<uint32_t> counting_sites;           // count in the trampoline
-    std::set<std::pair<dev_t, ino_t>> objects;   // objects whose probes are placed
-    // Where each of those objects was mapped when its probes were placed
+    // The objects whose probes are placed, and where each was mapped then
     // (its executable mappings, and the span of all its mappings, where
     // its SDT semaphores are): gone from there, its placed state goes too.
     struct ObjectPlace {

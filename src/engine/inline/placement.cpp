@@ -216,7 +216,6 @@ void InlineEngine::forget_unmapped(Target& t, const std::vector<Mapping>& maps) 
             return e.first >= place.lo && e.first < place.hi;
         });
         if (semaphores) share_semaphores(t);
-        t.objects.erase(key);
         t.unwinder_scanned.erase(key);
         it = t.object_places.erase(it);
     }
@@ -241,8 +240,9 @@ Result<void> InlineEngine::place_new_objects(Target& t, pid_t tid, bool at_start
     std::vector<bool> placed(request_.probes.size(), false);
     for (const auto& m : maps) {
         if (m.inode == 0 || !m.exec) continue;
-        if (!t.objects.insert({m.device, m.inode}).second) continue;
-        Target::ObjectPlace& place = t.object_places[{m.device, m.inode}];
+        auto [placing, is_new] = t.object_places.try_emplace({m.device, m.inode});
+        if (!is_new) continue;
+        Target::ObjectPlace& place = placing->second;
         place.lo = UINT64_MAX;
         for (const auto& each : maps) {
             if (each.device != m.device || each.inode != m.inode) continue;
@@ -715,9 +715,7 @@ Result<void> InlineEngine::insert_probe(Target& t, pid_t tid, const Mapping& any
             // $duration) is also in the chain at the entry, where it keeps
             // one (kSiteExitFramed); its rets are hooked once the entry is
             // placed, so that the entry's jump can take them in.
-            const bool framed = timed_only || at_entry > 0 || std::any_of(info.programs.begin(), info.programs.end(), [](const auto& p) {
-                                    return p.format == probe::FetchFormat::Duration;
-                                });
+            const bool framed = timed_only || keeps_frame(spec);
             const bool must = request_.return_mode == ReturnMode::Instructions;
             bool exit_framed = false;
             if (hooks_return && request_.return_mode != ReturnMode::Trampoline) {
